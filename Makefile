@@ -1,0 +1,40 @@
+# foodcnn: `make report` (set up, run the whole study on the embedded data, render the report)
+#          `make test`   (set up, run the tests)
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.foodcnn-installed
+PROFILE ?= demo
+export MPLBACKEND := Agg
+
+.PHONY: setup report test bench data lab clean clean-runs
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)  ## virtual environment with pinned torch 2.14.1 / torchvision 0.29.1 and the project
+
+data: setup  ## the embedded synthetic dataset in the Food-101 layout (data/food-101)
+	$(PY) -m foodcnn data synth --out data
+
+report: data  ## every catalogue row through papermill, then the report in reports/
+	$(PY) -m foodcnn batch --profile $(PROFILE)
+	$(PY) -m foodcnn report --profile $(PROFILE)
+
+test: setup  ## the test suite (no network, no GPU; builds its own tiny data)
+	$(PY) -m pytest -q
+
+bench: data  ## speed benchmarks: reference loop vs foodcnn (prints figures)
+	$(PY) benchmarks/bench.py
+
+lab: setup  ## JupyterLab on the notebooks
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-runs:
+	rm -rf runs reports
+
+clean: clean-runs
+	rm -rf $(VENV) data .cache

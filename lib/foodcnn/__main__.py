@@ -1,0 +1,95 @@
+"""The command line: `python -m foodcnn data|run|batch|report ...`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def _overrides(pairs: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from . import data, synth
+
+    if args.action == "synth":
+        root = synth.generate(args.out, seed=args.seed, num_classes=args.num_classes,
+                              train_per_class=args.train_per_class, test_per_class=args.test_per_class,
+                              max_side=args.max_side)
+        print(f"synthetic Food-101 layout ready at {root}")
+    elif args.action == "fetch":
+        root = data.fetch_food101(args.out)
+        print(f"Food-101 ready at {root}")
+    elif args.action == "check":
+        sub = data.load_subset(args.out)
+        prov = sub.provenance()
+        print(f"{sub.root}: {len(sub.classes)} classes, counts {prov['counts']}, synthetic={sub.synthetic}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import params, train
+
+    p = params.load(args.params, profile=args.profile, overrides=_overrides(args.set))
+    result = train.run(p, out=args.out, resume=args.resume)
+    print(train.describe(result))
+    return 0 if result["status"] == "ok" else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    ap = argparse.ArgumentParser(prog="python -m foodcnn", description=__doc__)
+    ap.add_argument("--version", action="version", version=f"foodcnn {__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="make, fetch or check a dataset in the Food-101 layout")
+    d.add_argument("action", choices=["synth", "fetch", "check"])
+    d.add_argument("--out", default="data", help="folder that will hold food-101/ (default: data)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--num-classes", type=int, default=20)
+    d.add_argument("--train-per-class", type=int, default=40)
+    d.add_argument("--test-per-class", type=int, default=25)
+    d.add_argument("--max-side", type=int, default=128)
+    d.set_defaults(fn=cmd_data)
+
+    r = sub.add_parser("run", help="train and test one experiment (a params YAML file)")
+    r.add_argument("params", help="e.g. params/b_custom3.yaml")
+    r.add_argument("--profile", help="profile overlay: demo, paper, tiny, or a YAML path")
+    r.add_argument("--out", help="run directory (default: <runs_dir>/<profile>/<id>/seed<seed>)")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed epoch")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter (YAML value)")
+    r.set_defaults(fn=cmd_run)
+
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from .checkpoints import CheckpointError
+    from .data import BadImageError, DatasetError
+    from .models import WeightsUnavailable
+    from .params import ParamsError
+
+    try:
+        return args.fn(args)
+    except (ParamsError, DatasetError, BadImageError, WeightsUnavailable, CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; resume with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""The Food-101 on-disk layout: reading it, choosing the class subset and splits, decoding images once, batching."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from . import synth
+from .atomic import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+LAYOUT = """\
+Expected the Food-101 layout:
+  <root>/images/<class>/<id>.jpg
+  <root>/meta/classes.txt            one class per line
+  <root>/meta/train.json, test.json  class -> ["class/id", ...]   (or train.txt, test.txt: lines "class/id")
+where <root> is the food-101 folder itself or a folder that contains it.
+To get data: `python -m foodcnn data synth --out data` writes the embedded synthetic dataset to data/food-101;
+`python -m foodcnn data fetch --out data` downloads the real Food-101 (about 5 GB) through torchvision."""
+
+
+class DatasetError(RuntimeError):
+    """The dataset root is missing or does not follow the Food-101 layout."""
+
+
+class BadImageError(RuntimeError):
+    """An image could not be read and `bad_images: fail` was asked for."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of the dataset: its id ("class/id"), file and label index."""
+
+    key: str
+    path: Path
+    label: int
+
+
+@dataclass
+class Subset:
+    """The class subset with its official test split and a seeded, stratified validation split of train."""
+
+    root: Path
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+    synthetic: bool
+    labels: list[str] = field(default_factory=list)
+
+    def provenance(self) -> dict:
+        """Return what a run records about its data: root, classes, counts and a hash of the id lists."""
+        h = hashlib.sha256()
+        for name in ("train", "val", "test"):
+            h.update(name.encode())
+            for s in getattr(self, name):
+                h.update(s.key.encode() + b"\n")
+        return {
+            "root": str(self.root),
+            "synthetic": self.synthetic,
+            "classes": list(self.classes),
+            "counts": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "ids_sha256": h.hexdigest(),
+        }
+
+
+def find_root(root: str | Path) -> Path:
+    """Return the food-101 folder under `root` (root itself or root/food-101), or raise DatasetError."""
+    root = Path(root).expanduser()
+    for cand in (root, root / "food-101"):
+        if (cand / "meta").is_dir() and (cand / "images").is_dir():
+            return cand.resolve()
+    if not root.exists():
+        raise DatasetError(f"Dataset root {root} does not exist.\n{LAYOUT}")
+    raise DatasetError(f"Dataset root {root} has no meta/ and images/ folders.\n{LAYOUT}")
+
+
+def read_classes(root: Path) -> list[str]:
+    """Return the class names of meta/classes.txt in file order."""
+    path = root / "meta" / "classes.txt"
+    if not path.is_file():
+        raise DatasetError(f"{path} is missing.\n{LAYOUT}")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_split(root: Path, split: str) -> dict[str, list[str]]:
+    """Return class -> ["class/id", ...] for the official split, from meta/<split>.json or .txt."""
+    jpath, tpath = root / "meta" / f"{split}.json", root / "meta" / f"{split}.txt"
+    if jpath.is_file():
+        try:
+            data = json.loads(jpath.read_text())
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{jpath} is not valid JSON ({e}).\n{LAYOUT}") from None
+        if not isinstance(data, dict):
+            raise DatasetError(f"{jpath} must map class -> list of 'class/id'.\n{LAYOUT}")
+        return {c: list(v) for c, v in data.items()}
+    if tpath.is_file():
+        out: dict[str, list[str]] = {}
+        for line in tpath.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            if "/" not in line:
+                raise DatasetError(f"{tpath}: line {line!r} is not 'class/id'.\n{LAYOUT}")
+            out.setdefault(line.split("/", 1)[0], []).append(line)
+        return out
+    raise DatasetError(f"Neither {jpath} nor {tpath} exists.\n{LAYOUT}")
+
+
+def _stratified_split(keys: list[str], fraction: float, rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    keys = sorted(keys)
+    n_val = max(1, round(len(keys) * fraction)) if len(keys) > 1 else 0
+    perm = rng.permutation(len(keys))
+    val_idx = set(perm[:n_val].tolist())
+    train = [k for i, k in enumerate(keys) if i not in val_idx]
+    val = [k for i, k in enumerate(keys) if i in val_idx]
+    return train, val
+
+
+def load_subset(
+    root: str | Path,
+    classes: Sequence[str] | None = None,
+    num_classes: int = 20,
+    val_fraction: float = 0.2,
+    split_seed: int = 0,
+    max_train_per_class: int | None = None,
+    max_test_per_class: int | None = None,
+) -> Subset:
+    """Return the class subset with train/val/test samples (SPEC §1); errors name the layout and the fix."""
+    root = find_root(root)
+    all_classes = read_classes(root)
+    if classes is None:
+        if len(all_classes) < num_classes:
+            raise DatasetError(f"{root}/meta/classes.txt lists {len(all_classes)} classes; num_classes is {num_classes}")
+        chosen = all_classes[:num_classes]
+    else:
+        missing = [c for c in classes if c not in all_classes]
+        if missing:
+            raise DatasetError(
+                f"key 'classes': {', '.join(missing)} not in {root}/meta/classes.txt "
+                f"(it has: {', '.join(all_classes[:30])}{' ...' if len(all_classes) > 30 else ''})"
+            )
+        chosen = list(classes)
+    train_split, test_split = read_split(root, "train"), read_split(root, "test")
+    rng = np.random.default_rng(split_seed)
+    train: list[Sample] = []
+    val: list[Sample] = []
+    test: list[Sample] = []
+
+    def samples(keys: list[str], label: int) -> list[Sample]:
+        return [Sample(k, root / "images" / f"{k}.jpg", label) for k in keys]
+
+    for label, c in enumerate(chosen):
+        tr_keys = sorted(train_split.get(c, []))
+        te_keys = sorted(test_split.get(c, []))
+        if not tr_keys or not te_keys:
+            raise DatasetError(f"class {c!r} has no images in the official {'train' if not tr_keys else 'test'} split of {root}")
+        if max_train_per_class and len(tr_keys) > max_train_per_class:
+            tr_keys = sorted(rng.choice(tr_keys, max_train_per_class, replace=False).tolist())
+        if max_test_per_class and len(te_keys) > max_test_per_class:
+            te_keys = sorted(rng.choice(te_keys, max_test_per_class, replace=False).tolist())
+        tr, va = _stratified_split(tr_keys, val_fraction, rng)
+        train += samples(tr, label)
+        val += samples(va, label)
+        test += samples(te_keys, label)
+    labels_path = root / "meta" / "labels.txt"
+    labels = chosen
+    if labels_path.is_file():
+        names = [line.strip() for line in labels_path.read_text().splitlines() if line.strip()]
+        if len(names) == len(all_classes):
+            labels = [names[all_classes.index(c)] for c in chosen]
+    return Subset(root, chosen, train, val, test, synth.is_synthetic(root), labels)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading images
+# --------------------------------------------------------------------------------------------
+
+
+def read_rgb(path: Path) -> Image.Image:
+    """Return the image as 8-bit RGB (grayscale, CMYK, palette, alpha and 16-bit converted); raise on unreadable."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PIL's palette-transparency and EXIF warnings
+        with Image.open(path) as im:
+            im.load()  # decode now: a truncated file raises OSError here, not later
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.float64)
+                scale = 255.0 / 65535.0 if arr.max() > 255 else 1.0
+                im = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), mode="L")
+            elif im.mode == "F":
+                arr = np.asarray(im)
+                im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+            if im.mode in ("P", "PA", "LA") or (im.mode == "RGBA"):
+                im = im.convert("RGBA")
+                background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(background, im)
+            return im.convert("RGB")
+
+
+def resize_center(im: Image.Image, size: int) -> np.ndarray:
+    """Return a (3, size, size) uint8 array: shorter side resized to `size` (antialiased), then centre-cropped."""
+    w, h = im.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=None)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    im = im.crop((left, top, left + size, top + size))
+    return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+# --------------------------------------------------------------------------------------------
+# Decoded-image cache: every image is decoded and resized once per (file list, size); later runs
+# and epochs read uint8 pixels from memory (or a memory-mapped file).
+# --------------------------------------------------------------------------------------------
+
+CACHE_VERSION = 1
+
+
+@dataclass
+class Decoded:
+    """Images of one split decoded to uint8 (N, 3, S, S), their labels and the images that could not be read."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    keys: list[str]
+    bad: list[dict]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _cache_key(samples: Sequence[Sample], size: int) -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION}:{size}".encode())
+    for s in samples:
+        try:
+            st = os.stat(s.path)
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        h.update(f"{s.path}|{stamp}|{s.label}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def decode(
+    samples: Sequence[Sample],
+    size: int,
+    cache_dir: str | Path | None = None,
+    bad_images: str = "skip",
+    progress: bool = True,
+    desc: str = "decode",
+) -> Decoded:
+    """Return the samples decoded at `size`, read from the cache when its source files and size are unchanged.
+
+    Unreadable images (truncated, empty, not an image) are skipped and listed in `bad`, or raise
+    BadImageError when bad_images == "fail". The cache lives in `cache_dir` as <key>.npy + <key>.json,
+    written atomically; a changed file (size or mtime), list or size gives a new key.
+    """
+    from tqdm.auto import tqdm
+
+    key = _cache_key(samples, size)
+    npy = json_path = None
+    if cache_dir is not None:
+        cache_dir = Path(cache_dir)
+        npy, json_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+        if npy.is_file() and json_path.is_file():
+            meta = json.loads(json_path.read_text())
+            if bad_images == "fail" and meta["bad"]:
+                b = meta["bad"][0]
+                raise BadImageError(f"unreadable image {b['path']}: {b['error']} (set bad_images: skip to skip it)")
+            images = np.load(npy, mmap_mode="r")
+            keep = np.array(meta["keep"], dtype=np.int64)
+            return Decoded(images, np.array([samples[i].label for i in keep], dtype=np.int64),
+                           [samples[i].key for i in keep], meta["bad"])
+    out = np.empty((len(samples), 3, size, size), dtype=np.uint8)
+    keep: list[int] = []
+    bad: list[dict] = []
+    for i, s in enumerate(tqdm(samples, desc=desc, disable=not progress, leave=False)):
+        try:
+            out[len(keep)] = resize_center(read_rgb(s.path), size)
+            keep.append(i)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+            err = f"{type(e).__name__}: {e}"
+            if bad_images == "fail":
+                raise BadImageError(f"unreadable image {s.path}: {err} (set bad_images: skip to skip it)") from e
+            log.warning("skipping unreadable image %s (%s)", s.path, err)
+            bad.append({"key": s.key, "path": str(s.path), "error": err})
+    out = out[: len(keep)]
+    if npy is not None and json_path is not None:
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, out)
+        atomic_write_bytes(npy, buf.getvalue())
+        atomic_write_text(json_path, json.dumps({"keep": keep, "bad": bad, "size": size}))  # written last: marks complete
+    labels = np.array([samples[i].label for i in keep], dtype=np.int64)
+    return Decoded(out, labels, [samples[i].key for i in keep], bad)
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------------
+
+
+def batches(
+    data: Decoded,
+    batch_size: int,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    augment: "object | None" = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (uint8 images (B,3,S,S), labels) batches; `augment` maps a uint8 batch to an augmented one."""
+    n = len(data)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size].numpy()
+        x = torch.from_numpy(np.ascontiguousarray(data.images[idx]))
+        y = torch.from_numpy(data.labels[idx])
+        if augment is not None:
+            x = augment(x, generator)
+        yield x, y
+
+
+def fetch_food101(out: str | Path) -> Path:
+    """Download the real Food-101 through torchvision into `out` and return its food-101 folder."""
+    import torchvision
+
+    torchvision.datasets.Food101(root=str(out), split="train", download=True)
+    return find_root(out)

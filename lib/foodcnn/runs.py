@@ -1,0 +1,113 @@
+"""The run directory: where a run writes its parameters, metrics, result, checkpoints and predictions, and how later stages read them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import params as params_mod
+from .atomic import atomic_write_text
+
+PARAMS = "params.yaml"
+METRICS = "metrics.csv"
+RESULT = "result.json"
+BEST = "best.pt"
+LAST = "last.pt"
+PREDICTIONS = "predictions.npz"
+NOTEBOOK = "notebook.ipynb"
+ERROR = "error.txt"
+
+FINISHED = ("ok", "diverged")  # statuses of a run that needs no re-run
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
+
+
+def run_dir(p: params_mod.Params, out: str | Path | None = None) -> Path:
+    """Return the directory of a run: <runs_dir>/<profile>/<id>/seed<seed> unless `out` names one."""
+    if out is not None:
+        return Path(out)
+    return Path(p.runs_dir) / (p.profile or "adhoc") / p.id / f"seed{p.seed}"
+
+
+def read_result(path: str | Path) -> dict[str, Any] | None:
+    """Return result.json of a run directory, or None when the run has not finished."""
+    f = Path(path) / RESULT
+    if not f.is_file():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def write_result(path: str | Path, result: dict[str, Any]) -> None:
+    """Write result.json atomically (it is the last file a run writes)."""
+    atomic_write_text(Path(path) / RESULT, json.dumps(result, indent=2, default=str))
+
+
+def is_finished(path: str | Path, p: params_mod.Params | None = None) -> bool:
+    """Return True when the run finished (ok or diverged) and, if `p` is given, with the same parameters."""
+    r = read_result(path)
+    if r is None or r.get("status") not in FINISHED:
+        return False
+    return p is None or r.get("fingerprint") == p.fingerprint()
+
+
+def list_runs(root: str | Path) -> list[Path]:
+    """Return every run directory (one with params.yaml) under `root`, sorted."""
+    return sorted(f.parent for f in Path(root).rglob(PARAMS))
+
+
+@dataclass
+class Run:
+    """A run directory opened for reading."""
+
+    path: Path
+
+    @cached_property
+    def params(self) -> params_mod.Params:
+        """Return the run's resolved parameters."""
+        return params_mod.from_mapping(params_mod.read_yaml(self.path / PARAMS), source=str(self.path / PARAMS))
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """Return result.json, or None while the run is unfinished."""
+        return read_result(self.path)
+
+    @property
+    def metrics(self) -> "Any":
+        """Return the per-epoch metrics as a pandas DataFrame (empty before the first epoch)."""
+        import pandas as pd
+
+        f = self.path / METRICS
+        if not f.is_file():
+            return pd.DataFrame(columns=METRIC_COLUMNS)
+        return pd.read_csv(f)
+
+    @property
+    def predictions(self) -> dict[str, np.ndarray]:
+        """Return per-image test predictions: keys, y_true, y_pred, loss, prob (float16 N x C)."""
+        with np.load(self.path / PREDICTIONS, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    def model(self, checkpoint: str = BEST) -> "Any":
+        """Return the model with the checkpoint's weights loaded, in eval mode, on the CPU."""
+        from . import checkpoints, models
+
+        p = self.params.replace(pretrained="none")  # the checkpoint holds every weight
+        model = models.build_from_params(p)
+        state = checkpoints.load(self.path / checkpoint)
+        model.load_state_dict(state["model"])
+        return model.eval()
+
+
+def open_run(path: str | Path) -> Run:
+    """Return a Run for a run directory, with a clear error when it is not one."""
+    path = Path(path)
+    if not (path / PARAMS).is_file():
+        raise FileNotFoundError(f"{path} is not a run directory (no {PARAMS}); runs are written by `python -m foodcnn run`")
+    return Run(path)

@@ -1,0 +1,375 @@
+"""Training one run: fit with Adam and early stopping, evaluate the best epoch on the test set, write the run directory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import platform
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checkpoints, data, models, runs, transforms
+from .atomic import atomic_write_bytes, atomic_write_text
+from .params import Params, dump
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Seed torch, random and NumPy; optionally ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def resolve_device(name: str) -> torch.device:
+    """Return the torch device for "auto" | "cpu" | "cuda"."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was asked for but torch sees no CUDA device; use device: auto or cpu")
+    return torch.device(name)
+
+
+def versions() -> dict[str, str]:
+    """Return the versions a run records."""
+    import torchvision
+
+    from . import __version__
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "numpy": np.__version__, "foodcnn": __version__}
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    # Each epoch draws from its own seed, so a resumed run repeats exactly what an uninterrupted one does.
+    return (seed * 1_000_003 + epoch * 7919) % (2**63 - 1)
+
+
+@dataclass
+class Loaded:
+    """Decoded splits of a run's data."""
+
+    subset: data.Subset
+    train: data.Decoded
+    val: data.Decoded
+    test: data.Decoded
+
+    @property
+    def bad(self) -> list[dict]:
+        """Return every unreadable image of the three splits."""
+        return self.train.bad + self.val.bad + self.test.bad
+
+
+def load_data(p: Params) -> Loaded:
+    """Return the run's decoded train/val/test splits (through the decode cache)."""
+    subset = data.load_subset(p.data_root, p.classes, p.num_classes, p.val_fraction, p.split_seed,
+                              p.max_train_per_class, p.max_test_per_class)
+    size = p.resolved_image_size
+    kw = dict(cache_dir=p.cache_dir, bad_images=p.bad_images, progress=p.progress)
+    splits = {name: data.decode(getattr(subset, name), size, desc=f"decode {name} @{size}px", **kw)
+              for name in ("train", "val", "test")}
+    for name, d in splits.items():
+        if len(d) == 0:
+            raise data.DatasetError(f"no readable images in the {name} split of {subset.root}")
+    return Loaded(subset, **splits)
+
+
+# --------------------------------------------------------------------------------------------
+# A "stream" turns a split into model inputs: images through the network, or (frozen backbone)
+# cached backbone features through the head alone.
+# --------------------------------------------------------------------------------------------
+
+
+class ImageStream:
+    """Batches of normalised images for the whole model."""
+
+    def __init__(self, split: data.Decoded, model: nn.Module, device: torch.device, batch_size: int,
+                 augment: transforms.Augment | None, channels_last: bool):
+        self.split, self.device, self.batch_size, self.augment = split, device, batch_size, augment
+        self.mean, self.std = models.input_normalisation(model)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __call__(self, generator: torch.Generator | None, train: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        aug = self.augment if train else None
+        for x, y in data.batches(self.split, self.batch_size, shuffle=train, generator=generator, augment=aug):
+            x = x.to(self.device, non_blocking=True)
+            x = transforms.normalise(x, self.mean, self.std).contiguous(memory_format=self.memory_format)
+            yield x, y.to(self.device, non_blocking=True)
+
+
+def head_of(model: nn.Module) -> nn.Module:
+    """Return the trainable head of a pretrained model."""
+    return model.get_submodule(model.head_name)
+
+
+@torch.no_grad()
+def backbone_features(model: nn.Module, stream: ImageStream, flip: bool = False) -> torch.Tensor:
+    """Return the frozen backbone's features (input of the head) for every image of a split, in order."""
+    head_name = model.head_name
+    parent, _, leaf = head_name.rpartition(".")
+    owner = model.get_submodule(parent) if parent else model
+    head = getattr(owner, leaf)
+    setattr(owner, leaf, nn.Identity())
+    try:
+        model.eval()
+        out = []
+        for x, _ in stream(None, train=False):
+            out.append(model(x.flip(-1) if flip else x).float())
+        return torch.cat(out)
+    finally:
+        setattr(owner, leaf, head)
+
+
+class FeatureStream:
+    """Batches of cached backbone features; `hflip` picks the flipped view with the same draws as transforms.hflip."""
+
+    def __init__(self, feats: torch.Tensor, labels: torch.Tensor, batch_size: int, feats_flip: torch.Tensor | None):
+        self.feats, self.labels, self.batch_size, self.feats_flip = feats, labels, batch_size, feats_flip
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __call__(self, generator: torch.Generator | None, train: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        order = torch.randperm(n, generator=generator) if train else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            x = self.feats[idx]
+            if train and self.feats_flip is not None:
+                flip = torch.rand(len(idx), generator=generator) < 0.5
+                x = torch.where(flip[:, None], self.feats_flip[idx], x)
+            yield x, self.labels[idx]
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def train_one_epoch(net: nn.Module, stream: Callable, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                    device: torch.device, amp: bool, progress: bool, desc: str) -> dict[str, float]:
+    """Train one epoch; return mean loss, accuracy, images seen and seconds (loss NaN when it diverged)."""
+    from tqdm.auto import tqdm
+
+    total_loss, correct, seen = 0.0, 0, 0
+    t0 = time.perf_counter()
+    n_batches = math.ceil(len(stream) / stream.batch_size)
+    bar = tqdm(stream(generator, train=True), total=n_batches, desc=desc, disable=not progress, leave=False)
+    for x, y in bar:
+        with _autocast(device, amp):
+            logits = net(x)
+            loss = F.cross_entropy(logits.float(), y)
+        if not torch.isfinite(loss):
+            bar.close()
+            return {"loss": float("nan"), "acc": correct / max(seen, 1), "images": seen,
+                    "seconds": time.perf_counter() - t0}
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+    return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "images": seen,
+            "seconds": time.perf_counter() - t0}
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, stream: Callable, device: torch.device, amp: bool) -> dict[str, Any]:
+    """Return mean loss, accuracy and per-image losses, predictions and probabilities."""
+    losses, preds, probs, ys = [], [], [], []
+    for x, y in stream(None, train=False):
+        with _autocast(device, amp):
+            logits = net(x).float()
+        losses.append(F.cross_entropy(logits, y, reduction="none").cpu())
+        probs.append(logits.softmax(1).cpu())
+        preds.append(logits.argmax(1).cpu())
+        ys.append(y.cpu())
+    loss, pred, prob, y = torch.cat(losses), torch.cat(preds), torch.cat(probs), torch.cat(ys)
+    return {"loss": loss.mean().item(), "acc": (pred == y).float().mean().item(), "losses": loss.numpy(),
+            "pred": pred.numpy(), "prob": prob.numpy(), "y": y.numpy()}
+
+
+def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=runs.METRIC_COLUMNS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r[k] for k in runs.METRIC_COLUMNS})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _read_metrics(path: Path, upto_epoch: int) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    for r in rows:
+        r["epoch"] = int(r["epoch"])
+    return [r for r in rows if r["epoch"] <= upto_epoch]
+
+
+def _save_predictions(path: Path, keys: list[str], ev: dict[str, Any]) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, keys=np.array(keys), y_true=ev["y"].astype(np.int16), y_pred=ev["pred"].astype(np.int16),
+                        loss=ev["losses"].astype(np.float32), prob=ev["prob"].astype(np.float16))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[str, Any]:
+    """Train and test one run described by `p`; write its run directory; return the result mapping."""
+    rdir = runs.run_dir(p, out)
+    rdir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    device = resolve_device(p.device)
+    seed_everything(p.seed, p.deterministic)
+    if device.type == "cuda" and not p.deterministic:
+        torch.backends.cudnn.benchmark = True
+
+    last_path = rdir / runs.LAST
+    state = None
+    if resume and last_path.is_file():
+        state = checkpoints.load(last_path)
+        if state.get("fingerprint") != p.fingerprint():
+            log.warning("%s was written with other parameters; starting afresh", last_path)
+            state = None
+    if state is None:  # a fresh start: nothing stale may be read as this run's output
+        for name in (runs.RESULT, runs.METRICS, runs.BEST, runs.LAST, runs.PREDICTIONS, runs.ERROR):
+            (rdir / name).unlink(missing_ok=True)
+    atomic_write_text(rdir / runs.PARAMS, dump(p))
+
+    loaded = load_data(p)
+    model = models.build_from_params(p).to(device)
+    use_cl = p.channels_last and device.type == "cuda"
+    if use_cl:
+        model = model.to(memory_format=torch.channels_last)
+    total, trainable = models.count_parameters(model)
+    size = p.resolved_image_size
+    augment = transforms.make(p.augment, size)
+
+    def stream(split: data.Decoded, aug: transforms.Augment | None) -> ImageStream:
+        return ImageStream(split, model, device, p.batch_size, aug, use_cl)
+
+    cached = p.feature_cache and models.backbone_frozen(model) and p.augment in ("none", "hflip")
+    if cached:
+        # SPEC/issue 5: the backbone is fixed (eval mode), so its features are computed once and the
+        # head trains on them; hflip keeps both views and draws the flip exactly as transforms.hflip.
+        t_feat = time.perf_counter()
+        tr = stream(loaded.train, None)
+        train_s = FeatureStream(backbone_features(model, tr), torch.from_numpy(loaded.train.labels).to(device),
+                                p.batch_size, backbone_features(model, tr, flip=True) if p.augment == "hflip" else None)
+        val_s = FeatureStream(backbone_features(model, stream(loaded.val, None)),
+                              torch.from_numpy(loaded.val.labels).to(device), p.batch_size, None)
+        test_s = FeatureStream(backbone_features(model, stream(loaded.test, None)),
+                               torch.from_numpy(loaded.test.labels).to(device), p.batch_size, None)
+        net: nn.Module = head_of(model)
+        log.info("cached frozen-backbone features in %.1fs", time.perf_counter() - t_feat)
+    else:
+        train_s, val_s, test_s = stream(loaded.train, augment), stream(loaded.val, None), stream(loaded.test, None)
+        net = model
+
+    optimizer = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=p.lr)
+    start_epoch, best_val, best_epoch, bad_epochs, resumed_from = 1, math.inf, 0, 0, None
+    rows: list[dict[str, float]] = []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = state["epoch"] + 1
+        best_val, best_epoch, bad_epochs = state["best_val_loss"], state["best_epoch"], state["bad_epochs"]
+        rows = _read_metrics(rdir / runs.METRICS, state["epoch"])
+        resumed_from = state["epoch"]
+        log.info("resuming %s after epoch %d", p.id, state["epoch"])
+
+    status, diverged_epoch = "ok", None
+    train_images, train_seconds = 0, 0.0
+    from tqdm.auto import tqdm
+
+    epochs_bar = tqdm(range(start_epoch, p.epochs + 1), desc=f"{p.id} seed {p.seed}", disable=not p.progress,
+                      initial=start_epoch - 1, total=p.epochs)
+    for epoch in epochs_bar:
+        if bad_epochs >= p.patience:
+            break
+        es = _epoch_seed(p.seed, epoch)
+        torch.manual_seed(es)  # dropout and friends
+        g = torch.Generator().manual_seed(es)
+        models.set_train_mode(net if cached else model, True)
+        tr = train_one_epoch(net, train_s, optimizer, g, device, p.amp, p.progress, f"epoch {epoch}")
+        if not math.isfinite(tr["loss"]):
+            status, diverged_epoch = "diverged", epoch
+            log.warning("%s: loss became NaN/inf in epoch %d; stopping (best epoch %d kept)", p.id, epoch, best_epoch)
+            break
+        train_images += tr["images"]
+        train_seconds += tr["seconds"]
+        models.set_train_mode(net if cached else model, False)
+        ev = evaluate(net, val_s, device, p.amp)
+        rows.append({"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": ev["loss"],
+                     "val_acc": ev["acc"], "seconds": tr["seconds"]})
+        _write_metrics(rdir / runs.METRICS, rows)
+        if not math.isfinite(ev["loss"]):
+            status, diverged_epoch = "diverged", epoch
+            break
+        if ev["loss"] < best_val:
+            best_val, best_epoch, bad_epochs = ev["loss"], epoch, 0
+            checkpoints.save(rdir / runs.BEST, model=model.state_dict(), epoch=epoch)
+        else:
+            bad_epochs += 1
+        checkpoints.save(last_path, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
+                         best_val_loss=best_val, best_epoch=best_epoch, bad_epochs=bad_epochs,
+                         fingerprint=p.fingerprint())
+        epochs_bar.set_postfix(train_acc=f"{tr['acc']:.3f}", val_acc=f"{ev['acc']:.3f}", val_loss=f"{ev['loss']:.3f}")
+    epochs_bar.close()
+
+    result: dict[str, Any] = {
+        "status": status, "id": p.id, "seed": p.seed, "profile": p.profile, "fingerprint": p.fingerprint(),
+        "model": p.model, "image_size": size, "weights_source": model.weights_source, "freeze": model.freeze,
+        "pretrained_imagenet": str(model.weights_source).startswith("ImageNet"),
+        "feature_cache": bool(cached), "device": str(device), "versions": versions(),
+        "params_total": total, "params_trainable": trainable, "data": loaded.subset.provenance(),
+        "bad_images": loaded.bad, "bad_image_count": len(loaded.bad),
+        "epochs_run": len(rows), "best_epoch": best_epoch or None, "stopped_early": len(rows) < p.epochs and status == "ok",
+        "diverged_epoch": diverged_epoch, "resumed_from_epoch": resumed_from,
+        "train_images_per_s": train_images / train_seconds if train_seconds else None,
+    }
+    best_row = next((r for r in rows if r["epoch"] == best_epoch), None)
+    if best_row is not None:
+        result.update(train_loss=best_row["train_loss"], train_acc=best_row["train_acc"],
+                      val_loss=best_row["val_loss"], val_acc=best_row["val_acc"])
+        model.load_state_dict(checkpoints.load(rdir / runs.BEST)["model"])
+        models.set_train_mode(net if cached else model, False)
+        ev = evaluate(net, test_s, device, p.amp)
+        result.update(test_loss=ev["loss"], test_acc=ev["acc"])
+        _save_predictions(rdir / runs.PREDICTIONS, loaded.test.keys, ev)
+    else:
+        result.update(train_loss=None, train_acc=None, val_loss=None, val_acc=None, test_loss=None, test_acc=None)
+    result["wall_time_s"] = time.perf_counter() - t_start
+    runs.write_result(rdir, result)  # written last: its presence means the run is complete
+    if status == "ok":
+        last_path.unlink(missing_ok=True)  # only needed to resume an unfinished run
+    return result
+
+
+def describe(result: dict[str, Any]) -> str:
+    """Return a one-line human summary of a result."""
+    if result.get("test_acc") is None:
+        return f"{result['id']} seed {result['seed']}: {result['status']} before any epoch finished"
+    return (f"{result['id']} seed {result['seed']}: {result['status']}, best epoch {result['best_epoch']}, "
+            f"train {100 * result['train_acc']:.1f}% val {100 * result['val_acc']:.1f}% "
+            f"test {100 * result['test_acc']:.2f}% (loss {result['test_loss']:.3f}), {result['wall_time_s']:.0f}s")

@@ -1,0 +1,600 @@
+"""Figures of trained models: first-layer filters, feature maps, curves, confusion, galleries and Grad-CAM."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import Tensor, nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# One look for every figure: train is blue, validation orange, heatmaps use one colormap.
+TRAIN_COLOR = "#1f77b4"
+VAL_COLOR = "#ff7f0e"
+BEST_COLOR = "#2ca02c"
+HEATMAP_CMAP = "Blues"
+FEATURE_CMAP = "gray"
+CAM_CMAP = "jet"
+MAX_TILES = 64
+
+
+def _figure(width: float, height: float) -> Figure:
+    # Made by pyplot so a notebook's inline backend is active and shows the returned figure,
+    # then closed at once: pyplot keeps no reference (no double display, nothing piles up),
+    # while the figure itself stays fully usable (display, savefig).
+    fig = plt.figure(figsize=(width, height), layout="constrained", dpi=100)
+    plt.close(fig)
+    return fig
+
+
+def _pretty(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def _blank(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _to_hwc01(image: Tensor | np.ndarray) -> np.ndarray:
+    """Return a (H, W, 3) float array in [0, 1] from a (3, H, W) tensor or (H, W, 3) array, float or uint8."""
+    channels_last = isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] in (1, 3)
+    x = torch.as_tensor(np.asarray(image) if isinstance(image, np.ndarray) else image).detach().cpu()
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    if x.ndim == 3 and not channels_last:
+        x = x.permute(1, 2, 0)
+    if x.shape[-1] == 1:
+        x = x.expand(*x.shape[:-1], 3)
+    return x.clamp(0, 1).numpy()
+
+
+def _device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+# --- first-layer filters (SPEC §5) -------------------------------------------------------------
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d:
+    """Return the first nn.Conv2d in model.modules() order."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            return module
+    raise ValueError(f"{type(model).__name__} has no nn.Conv2d")
+
+
+def filter_tiles(weight: Tensor) -> Tensor:
+    """Return up to 64 filters of a (out, in, kh, kw) conv weight as (n, kh, kw, 3) RGB tiles in [0, 1]."""
+    w = weight.detach().float().cpu()[:MAX_TILES]
+    if w.shape[1] != 3:  # not an RGB input: show the mean over input channels as grey
+        w = w.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
+    tiles = w.permute(0, 2, 3, 1)  # (n, kh, kw, 3)
+    # SPEC §5: each filter shifted to be non-negative, then divided by its own max.
+    flat = tiles.reshape(len(tiles), -1)
+    flat = flat - flat.min(dim=1, keepdim=True).values
+    peak = flat.max(dim=1, keepdim=True).values
+    flat = torch.where(peak > 0, flat / peak.clamp_min(1e-12), torch.zeros_like(flat))
+    return flat.reshape(tiles.shape).contiguous()
+
+
+def filter_grid(weight: Tensor, title: str | None = None) -> Figure:
+    """Return a figure of up to 64 first-conv filters as RGB tiles on an 8x8 grid."""
+    tiles = filter_tiles(weight).numpy()
+    n = len(tiles)
+    ncols = min(8, n)
+    nrows = math.ceil(n / ncols)
+    fig = _figure(0.8 * ncols + 0.4, 0.8 * nrows + 0.7)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        _blank(ax)
+        if i < n:
+            ax.imshow(tiles[i], interpolation="nearest")
+        else:
+            ax.set_visible(False)
+    out, inp, kh, kw = weight.shape
+    fig.suptitle(title or f"First conv filters: {n} of {out}, {kh}x{kw}, {inp} input channels")
+    fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.04, hspace=0.04)
+    return fig
+
+
+# --- feature maps (SPEC §5) --------------------------------------------------------------------
+
+
+def feature_layers(model: nn.Module, names: Sequence[str] | None = None) -> dict[str, nn.Module]:
+    """Return {label: module} for the first, a middle and the last conv layer (or the named modules).
+
+    The rule is the same for every family: list the nn.Conv2d modules in named_modules order
+    (registration order, which is forward order for Sequential stacks, VGG and ResNet), take the
+    first, the one at index len // 2 and the last; duplicates collapse for models with < 3 convs.
+    Labels read "first: conv1 (features.0)" — ordinal among the convs, then the module path.
+    ResNet18: conv1 (stem), layer3.0.conv1 (middle), layer4.1.conv2 (last).
+    Pass ``names`` (module paths such as "layer2.1.conv2") to pick layers explicitly.
+    """
+    if names is not None:
+        return {name: model.get_submodule(name) for name in names}
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no nn.Conv2d")
+    roles = {0: "first", len(convs) // 2: "middle", len(convs) - 1: "last"}  # later roles win
+    return {f"{role}: conv{i + 1} ({convs[i][0]})": convs[i][1] for i, role in sorted(roles.items())}
+
+
+def capture_feature_maps(
+    model: nn.Module, image: Tensor, layers: dict[str, nn.Module]
+) -> dict[str, Tensor]:
+    """Return {label: (C, H, W) output} of each layer for one (3, H, W) image, via forward hooks."""
+    maps: dict[str, Tensor] = {}
+
+    def keep(label: str):
+        def hook(_module, _inputs, output):
+            if label not in maps:  # a module called twice keeps its first output
+                maps[label] = output[0].detach().cpu()
+
+        return hook
+
+    batch = (image.unsqueeze(0) if image.ndim == 3 else image[:1]).to(_device(model))
+    was_training = model.training
+    handles = []
+    try:
+        handles = [m.register_forward_hook(keep(label)) for label, m in layers.items()]
+        model.eval()
+        with torch.no_grad():
+            model(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return {label: maps[label] for label in layers}
+
+
+def normalise_maps(maps: Tensor) -> Tensor:
+    """Return the (C, H, W) maps each min-max normalised to [0, 1] (constant maps become 0)."""
+    x = maps.detach().float()
+    flat = x.reshape(len(x), -1)
+    low = flat.min(dim=1, keepdim=True).values
+    span = flat.max(dim=1, keepdim=True).values - low
+    flat = torch.where(span > 0, (flat - low) / span.clamp_min(1e-12), torch.zeros_like(flat))
+    return flat.reshape(x.shape)
+
+
+def feature_map_grid(maps: dict[str, Tensor], max_maps: int = 64, title: str | None = None) -> Figure:
+    """Return a figure with one panel per layer, each showing up to max_maps normalised maps."""
+    panels = len(maps)
+    side = max(math.ceil(math.sqrt(min(max_maps, max(len(m) for m in maps.values())))), 1)
+    fig = _figure(4.2 * panels, 4.6)
+    subfigs = np.atleast_1d(fig.subfigures(1, panels, wspace=0.03))
+    for subfig, (label, layer_maps) in zip(subfigs, maps.items()):
+        shown = normalise_maps(layer_maps[:max_maps]).cpu().numpy()
+        c, h, w = layer_maps.shape
+        axes = subfig.subplots(side, side, squeeze=False, gridspec_kw={"wspace": 0.05, "hspace": 0.05})
+        for i, ax in enumerate(axes.flat):
+            _blank(ax)
+            if i < len(shown):
+                ax.imshow(shown[i], cmap=FEATURE_CMAP, vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.set_visible(False)
+        subfig.suptitle(f"{label}\n{len(shown)} of {c} maps, {h}x{w}", fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return fig
+
+
+# --- training curves (SPEC §3, §5) -------------------------------------------------------------
+
+
+def _best_row(metrics: pd.DataFrame) -> pd.Series | None:
+    val = pd.to_numeric(metrics["val_loss"], errors="coerce")
+    return None if val.isna().all() else metrics.loc[val.idxmin()]
+
+
+def _plot_curves(ax_loss, ax_acc, metrics: pd.DataFrame, legend: bool = True) -> None:
+    epoch = metrics["epoch"]
+    ax_loss.plot(epoch, metrics["train_loss"], "-o", ms=3, color=TRAIN_COLOR, label="train")
+    ax_loss.plot(epoch, metrics["val_loss"], "-o", ms=3, color=VAL_COLOR, label="validation")
+    ax_acc.plot(epoch, 100 * metrics["train_acc"], "-o", ms=3, color=TRAIN_COLOR, label="train")
+    ax_acc.plot(epoch, 100 * metrics["val_acc"], "-o", ms=3, color=VAL_COLOR, label="validation")
+    best = _best_row(metrics)
+    if best is not None:
+        label = (
+            f"best epoch {int(best['epoch'])}: "
+            f"val loss {best['val_loss']:.3f}, acc {100 * best['val_acc']:.1f} %"
+        )
+        for ax in (ax_loss, ax_acc):
+            ax.axvline(best["epoch"], color=BEST_COLOR, ls="--", lw=1, label=label)
+        ax_loss.plot(best["epoch"], best["val_loss"], "*", ms=11, color=BEST_COLOR)
+        ax_acc.plot(best["epoch"], 100 * best["val_acc"], "*", ms=11, color=BEST_COLOR)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if legend:
+        ax_loss.legend(frameon=False)
+
+
+def curves(metrics: pd.DataFrame, title: str = "") -> Figure:
+    """Return a loss and an accuracy (%) panel of train/validation curves, best epoch marked."""
+    fig = _figure(10, 3.8)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    _plot_curves(ax_loss, ax_acc, metrics)
+    ax_loss.set_title("loss")
+    ax_acc.set_title("accuracy")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def curves_grid(runs: dict[str, pd.DataFrame], ncols: int = 3, title: str = "") -> Figure:
+    """Return small multiples (loss | accuracy per run) for many runs on shared axes."""
+    n = len(runs)
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig = _figure(5.2 * ncols, 2.5 * nrows + 0.6)
+    subfigs = np.atleast_2d(fig.subfigures(nrows, ncols, wspace=0.02, hspace=0.02))
+    losses = [pd.to_numeric(m[c], errors="coerce") for m in runs.values() for c in ("train_loss", "val_loss")]
+    top = float(np.nanmax([s.max() for s in losses])) if losses else 1.0
+    top = 1.05 * top if np.isfinite(top) and top > 0 else 1.0
+    epochs = [m["epoch"].max() for m in runs.values() if len(m)]
+    last_epoch = max(epochs) if epochs else 1
+    for i, subfig in enumerate(subfigs.flat):
+        if i >= n:
+            subfig.set_visible(False)
+            continue
+        name, metrics = list(runs.items())[i]
+        ax_loss, ax_acc = subfig.subplots(1, 2)
+        _plot_curves(ax_loss, ax_acc, metrics, legend=False)
+        ax_loss.set_ylim(0, top)
+        ax_acc.set_ylim(0, 100)
+        for ax in (ax_loss, ax_acc):
+            ax.set_xlim(0.5 if metrics["epoch"].min() >= 1 else -0.5, last_epoch + 0.5)
+            ax.tick_params(labelsize=8)
+            ax.xaxis.label.set_size(8)
+            ax.yaxis.label.set_size(8)
+        ax_loss.set_ylabel("loss", fontsize=8)
+        ax_acc.set_ylabel("acc. (%)", fontsize=8)
+        best = _best_row(metrics)
+        note = ""
+        if best is not None:
+            note = f"  (best val {100 * best['val_acc']:.1f} % @ {int(best['epoch'])})"
+        subfig.suptitle(f"{name}{note}", fontsize=10)
+    handles = [
+        matplotlib.lines.Line2D([], [], color=TRAIN_COLOR, marker="o", ms=3, label="train"),
+        matplotlib.lines.Line2D([], [], color=VAL_COLOR, marker="o", ms=3, label="validation"),
+        matplotlib.lines.Line2D([], [], color=BEST_COLOR, ls="--", label="best epoch (min val loss)"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# --- confusion and per-class accuracy ----------------------------------------------------------
+
+
+def confusion(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, num_classes: int
+) -> np.ndarray:
+    """Return the (num_classes, num_classes) confusion matrix, rows (true class) summing to 1."""
+    true = np.asarray(y_true, dtype=int)
+    pred = np.asarray(y_pred, dtype=int)
+    counts = np.zeros((num_classes, num_classes), dtype=float)
+    np.add.at(counts, (true, pred), 1)
+    rows = counts.sum(axis=1, keepdims=True)
+    return np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+
+
+def confusion_figure(cm: np.ndarray, class_names: Sequence[str], title: str = "Confusion matrix") -> Figure:
+    """Return a heatmap of a row-normalised confusion matrix, cells annotated in percent."""
+    n = len(class_names)
+    size = max(5.0, 0.48 * n + 2.5)
+    fig = _figure(size + 1.0, size)
+    ax = fig.subplots()
+    percent = 100 * np.asarray(cm, dtype=float)
+    # Annotate only cells of at least 1 %, so the diagonal and the real confusions stand out.
+    labels = np.where(percent >= 0.5, np.char.mod("%.0f", percent), "") if n <= 30 else False
+    names = [_pretty(c) for c in class_names]
+    sns.heatmap(
+        percent,
+        ax=ax,
+        cmap=HEATMAP_CMAP,
+        vmin=0,
+        vmax=100,
+        square=True,
+        annot=labels,
+        fmt="",
+        annot_kws={"fontsize": 7 if n > 12 else 9},
+        linewidths=0.4,
+        linecolor="white",
+        xticklabels=names,
+        yticklabels=names,
+        cbar_kws={"label": "share of the true class (%)", "shrink": 0.7},
+    )
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.tick_params(axis="x", labelrotation=60, labelsize=8)
+    ax.tick_params(axis="y", labelrotation=0, labelsize=8)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+        label.set_rotation_mode("anchor")
+    ax.set_title(f"{title} (rows sum to 100 %)")
+    return fig
+
+
+def per_class_accuracy(
+    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, class_names: Sequence[str]
+) -> pd.DataFrame:
+    """Return a table with one row per class: class, n, correct, accuracy (in [0, 1])."""
+    true = np.asarray(y_true, dtype=int)
+    pred = np.asarray(y_pred, dtype=int)
+    k = len(class_names)
+    n = np.bincount(true, minlength=k)
+    correct = np.bincount(true[true == pred], minlength=k)
+    acc = np.divide(correct, n, out=np.full(k, np.nan), where=n > 0)
+    return pd.DataFrame({"class": list(class_names), "n": n, "correct": correct, "accuracy": acc})
+
+
+def per_class_figure(table: pd.DataFrame, title: str = "Per-class accuracy") -> Figure:
+    """Return a horizontal bar chart of a per_class_accuracy table, best class on top."""
+    rows = table.sort_values("accuracy")
+    fig = _figure(6.5, 0.28 * len(rows) + 1.2)
+    ax = fig.subplots()
+    values = 100 * rows["accuracy"].to_numpy()
+    colors = matplotlib.colormaps[HEATMAP_CMAP](0.35 + 0.6 * np.nan_to_num(values) / 100)
+    ax.barh([_pretty(c) for c in rows["class"]], values, color=colors)
+    mean = 100 * (rows["correct"].sum() / max(rows["n"].sum(), 1))
+    ax.axvline(mean, color="0.3", ls="--", lw=1, label=f"overall {mean:.1f} %")
+    for y, v in enumerate(values):
+        ax.text(v + 1, y, f"{v:.0f}", va="center", fontsize=7)
+    ax.set(xlim=(0, 105), xlabel="accuracy (%)", title=title)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.legend(frameon=False, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def most_confused(
+    y_true: Sequence[int] | np.ndarray,
+    y_pred: Sequence[int] | np.ndarray,
+    class_names: Sequence[str],
+    k: int = 10,
+) -> pd.DataFrame:
+    """Return the k most frequent mistakes as columns true, predicted, count, share (of the true class)."""
+    true = np.asarray(y_true, dtype=int)
+    pred = np.asarray(y_pred, dtype=int)
+    wrong = true != pred
+    pairs = pd.DataFrame({"t": true[wrong], "p": pred[wrong]})
+    counts = pairs.value_counts().rename("count").reset_index()
+    per_class = np.bincount(true, minlength=len(class_names))
+    counts["share"] = counts["count"] / per_class[counts["t"].to_numpy()]
+    counts = counts.sort_values(["count", "t", "p"], ascending=[False, True, True]).head(k)
+    names = np.asarray(class_names, dtype=object)
+    return pd.DataFrame(
+        {
+            "true": names[counts["t"].to_numpy()],
+            "predicted": names[counts["p"].to_numpy()],
+            "count": counts["count"].to_numpy(),
+            "share": counts["share"].to_numpy(),
+        }
+    )
+
+
+# --- galleries ---------------------------------------------------------------------------------
+
+
+def highest_loss(losses: np.ndarray, k: int = 16) -> np.ndarray:
+    """Return the indices of the k largest losses, largest first."""
+    values = np.asarray(losses, dtype=float)
+    return np.argsort(-values, kind="stable")[:k]
+
+
+def denormalise(
+    x: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> Tensor:
+    """Return normalised (3, H, W) or (N, 3, H, W) input mapped back to displayable [0, 1]."""
+    shape = (3, 1, 1)
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(shape)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(shape)
+    return (x * s + m).clamp(0, 1)
+
+
+def image_gallery(
+    images: Tensor, titles: Sequence[str] | None = None, ncols: int = 8, title: str = ""
+) -> Figure:
+    """Return a grid of (N, 3, H, W) images (float in [0, 1] or uint8) with one title each."""
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    fig = _figure(1.9 * ncols, 2.1 * nrows + (0.4 if title else 0))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        _blank(ax)
+        if i >= n:
+            ax.set_visible(False)
+            continue
+        ax.imshow(_to_hwc01(images[i]))
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# --- Grad-CAM ----------------------------------------------------------------------------------
+
+
+def _grad_cam(
+    model: nn.Module, image: Tensor, target_layer: nn.Module | None, class_idx: int | None
+) -> tuple[np.ndarray, Tensor]:
+    """Return (cam (H, W) in [0, 1], logits (num_classes,)) for one normalised (3, H, W) image."""
+    if target_layer is None:
+        target_layer = [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1]
+    captured: dict[str, Tensor] = {}
+
+    def hook(_module, _inputs, output):
+        if "act" in captured:
+            return None
+        # Cut the graph here and start a fresh leaf: gradients w.r.t. the activation need no
+        # parameter to require grad (frozen models work), and nothing upstream is computed.
+        # The clone keeps the leaf intact when an in-place ReLU follows (VGG16).
+        act = output.detach().requires_grad_(True)
+        captured["act"] = act
+        return act.clone()
+
+    batch = (image.unsqueeze(0) if image.ndim == 3 else image[:1]).to(_device(model))
+    was_training = model.training
+    handle = target_layer.register_forward_hook(hook)
+    try:
+        model.eval()
+        with torch.enable_grad():
+            logits = model(batch)[0]
+            index = int(logits.argmax()) if class_idx is None else int(class_idx)
+            # autograd.grad, not backward(): no parameter .grad is touched.
+            (grads,) = torch.autograd.grad(logits[index], captured["act"])
+    finally:
+        handle.remove()
+        model.train(was_training)
+    act = captured["act"].detach()
+    weights = grads.mean(dim=(2, 3), keepdim=True)  # alpha_k: global-average-pooled gradients
+    cam = F.relu((weights * act).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=batch.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    low, high = cam.min(), cam.max()
+    cam = (cam - low) / (high - low) if high > low else torch.zeros_like(cam)
+    return cam.cpu().numpy().astype(np.float32), logits.detach().cpu()
+
+
+def grad_cam(
+    model: nn.Module,
+    image: Tensor,
+    target_layer: nn.Module | None = None,
+    class_idx: int | None = None,
+) -> np.ndarray:
+    """Return the Grad-CAM map (H, W) in [0, 1] of one normalised (3, H, W) image.
+
+    Target layer defaults to the last nn.Conv2d, the class to the predicted one. The model is run
+    in eval mode and its training flag, hooks and parameters (requires_grad, .grad) are left as found.
+    """
+    return _grad_cam(model, image, target_layer, class_idx)[0]
+
+
+def cam_overlay(image: Tensor, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Return a (H, W, 3) float image in [0, 1]: the image blended with the jet-coloured CAM."""
+    rgb = _to_hwc01(image)
+    heat = torch.as_tensor(np.asarray(cam, dtype=np.float32))
+    if heat.shape != rgb.shape[:2]:
+        heat = F.interpolate(heat[None, None], size=rgb.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+    colours = matplotlib.colormaps[CAM_CMAP](heat.clamp(0, 1).numpy())[..., :3]
+    return ((1 - alpha) * rgb + alpha * colours).clip(0, 1)
+
+
+def cam_figure(
+    images: Tensor, cams: Sequence[np.ndarray], titles: Sequence[str] | None = None, ncols: int = 8
+) -> Figure:
+    """Return a figure of images (top row) above their Grad-CAM overlays (bottom row), wrapped at ncols."""
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    blocks = math.ceil(n / ncols)
+    fig = _figure(1.9 * ncols + 0.6, 3.9 * blocks + 0.4)
+    axes = fig.subplots(2 * blocks, ncols, squeeze=False)
+    for ax in axes.flat:
+        _blank(ax)
+    for i in range(blocks * ncols):
+        block, col = divmod(i, ncols)
+        top, bottom = axes[2 * block, col], axes[2 * block + 1, col]
+        if i >= n:
+            top.set_visible(False)
+            bottom.set_visible(False)
+            continue
+        top.imshow(_to_hwc01(images[i]))
+        bottom.imshow(cam_overlay(images[i], cams[i]))
+        if titles is not None:
+            top.set_title(titles[i], fontsize=8)
+        if col == 0:
+            top.set_ylabel("image", fontsize=9)
+            bottom.set_ylabel("Grad-CAM", fontsize=9)
+    fig.colorbar(
+        matplotlib.cm.ScalarMappable(cmap=CAM_CMAP, norm=matplotlib.colors.Normalize(0, 1)),
+        ax=axes[:, -1].tolist(),
+        shrink=0.6,
+        label="class evidence",
+    )
+    return fig
+
+
+def cam_rows(
+    models: dict[str, nn.Module],
+    images: Tensor | dict[str, Tensor],
+    class_names: Sequence[str],
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    target_layers: dict[str, nn.Module] | None = None,
+) -> tuple[dict[str, list[np.ndarray]], dict[str, list[str]]]:
+    """Return (overlays, titles) per model for side_by_side: each image's Grad-CAM, titled by the prediction.
+
+    ``images`` is one (N, 3, H, W) normalised batch shared by all models, or one batch per model
+    name where models were trained at different sizes.
+    """
+    panels: dict[str, list[np.ndarray]] = {}
+    titles: dict[str, list[str]] = {}
+    for name, model in models.items():
+        batch = images[name] if isinstance(images, dict) else images
+        layer = (target_layers or {}).get(name)
+        panels[name], titles[name] = [], []
+        for x in batch:
+            cam, logits = _grad_cam(model, x, layer, None)
+            prob = logits.softmax(0)
+            pred = int(prob.argmax())
+            panels[name].append(cam_overlay(denormalise(x.cpu(), mean, std), cam))
+            titles[name].append(f"{_pretty(class_names[pred])} ({100 * prob[pred]:.0f} %)")
+    return panels, titles
+
+
+def side_by_side(
+    panels: dict[str, list[np.ndarray]],
+    titles: dict[str, list[str]] | None = None,
+    col_titles: Sequence[str] | None = None,
+    title: str = "",
+) -> Figure:
+    """Return a grid with one row per model (dict key) and one column per image, each cell titled.
+
+    ``titles`` holds each cell's caption (e.g. the predicted label, as cam_rows returns);
+    ``col_titles`` goes above the first row (e.g. the true labels).
+    """
+    rows = list(panels)
+    ncols = max(len(v) for v in panels.values())
+    fig = _figure(2.0 * ncols + 0.8, 2.25 * len(rows) + (0.5 if col_titles is not None else 0.2))
+    axes = fig.subplots(len(rows), ncols, squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r, c]
+            _blank(ax)
+            if c >= len(panels[row]):
+                ax.set_visible(False)
+                continue
+            ax.imshow(_to_hwc01(panels[row][c]))
+            caption = titles[row][c] if titles and row in titles else ""
+            ax.set_title(caption, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(row, fontsize=11, fontweight="bold")
+    if col_titles is not None:
+        # One line of text per column, above the first row: the shared ground truth.
+        for c, text in enumerate(col_titles[:ncols]):
+            axes[0, c].annotate(
+                _pretty(text), (0.5, 1.0), xycoords="axes fraction", xytext=(0, 16),
+                textcoords="offset points", ha="center", va="bottom", fontsize=9, fontweight="bold",
+            )
+    if title:
+        fig.suptitle(title)
+    return fig

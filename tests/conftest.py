@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny datasets in the Food-101 layout, made by the tests themselves."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_food101(root: Path, classes: list[str], n_train: int, n_test: int, size=(40, 30), seed: int = 0,
+                  json_meta: bool = True, txt_meta: bool = True) -> Path:
+    """Write a small Food-101 tree by hand (random RGB JPEGs) and return its food-101 folder."""
+    rng = np.random.default_rng(seed)
+    base = root / "food-101"
+    (base / "meta").mkdir(parents=True)
+    splits: dict[str, dict[str, list[str]]] = {"train": {}, "test": {}}
+    n = 0
+    for c in classes:
+        (base / "images" / c).mkdir(parents=True)
+        for split, count in (("train", n_train), ("test", n_test)):
+            for _ in range(count):
+                n += 1
+                key = f"{c}/{100000 + n}"
+                arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+                Image.fromarray(arr).save(base / "images" / f"{key}.jpg", quality=90)
+                splits[split].setdefault(c, []).append(key)
+    (base / "meta" / "classes.txt").write_text("\n".join(classes) + "\n")
+    (base / "meta" / "labels.txt").write_text("\n".join(c.replace("_", " ").capitalize() for c in classes) + "\n")
+    for split, d in splits.items():
+        if json_meta:
+            (base / "meta" / f"{split}.json").write_text(json.dumps(d))
+        if txt_meta:
+            (base / "meta" / f"{split}.txt").write_text("\n".join(k for v in d.values() for k in v) + "\n")
+    return base
+
+
+@pytest.fixture(scope="session")
+def tiny_synth(tmp_path_factory) -> Path:
+    """A small synthetic dataset (4 classes) in the Food-101 layout."""
+    from foodcnn import synth
+
+    out = tmp_path_factory.mktemp("synth")
+    return synth.generate(out, num_classes=4, train_per_class=20, test_per_class=10, max_side=48, seed=0,
+                          progress=False)
+
+
+@pytest.fixture
+def tiny_params(tiny_synth, tmp_path):
+    """Return a function making validated Params for a fast CPU run on the tiny dataset."""
+    from foodcnn import params
+
+    def make(**kw):
+        base = dict(id="t", model="baseline", data_root=str(tiny_synth), num_classes=4, image_size=20, epochs=2,
+                    batch_size=16, patience=5, progress=False, runs_dir=str(tmp_path / "runs"),
+                    cache_dir=str(tmp_path / "cache"), pretrained="none")
+        base.update(kw)
+        return params.from_mapping(base, source="<test>")
+
+    return make

@@ -1,0 +1,121 @@
+"""Data: the Food-101 layout reader, class subset, splits, image conversion and the decode cache."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import write_food101
+from foodcnn import data
+
+
+def test_reader_counts_split_and_stratified_validation(tmp_path):
+    classes = [f"class_{i:02d}" for i in range(6)]
+    write_food101(tmp_path, classes, n_train=10, n_test=4)
+    sub = data.load_subset(tmp_path, num_classes=4, val_fraction=0.2, split_seed=1)
+    assert sub.classes == classes[:4]  # default subset: the first lines of classes.txt
+    assert (len(sub.train), len(sub.val), len(sub.test)) == (32, 8, 16)
+    assert Counter(s.label for s in sub.val) == {0: 2, 1: 2, 2: 2, 3: 2}  # stratified
+    assert not {s.key for s in sub.train} & {s.key for s in sub.val}
+    assert all(s.key.startswith(sub.classes[s.label] + "/") for s in sub.train + sub.val + sub.test)
+    again = data.load_subset(tmp_path, num_classes=4, val_fraction=0.2, split_seed=1)
+    assert [s.key for s in again.val] == [s.key for s in sub.val]  # seeded
+    other = data.load_subset(tmp_path, num_classes=4, val_fraction=0.2, split_seed=2)
+    assert [s.key for s in other.val] != [s.key for s in sub.val]
+    assert sub.provenance()["counts"] == {"train": 32, "val": 8, "test": 16}
+
+
+def test_reads_txt_only_and_json_only_layouts(tmp_path):
+    a = write_food101(tmp_path / "a", ["x", "y"], 5, 2, json_meta=False)
+    b = write_food101(tmp_path / "b", ["x", "y"], 5, 2, txt_meta=False)
+    sa, sb = data.load_subset(a, num_classes=2), data.load_subset(b, num_classes=2)
+    assert [s.key.split("/")[0] for s in sa.test] == [s.key.split("/")[0] for s in sb.test]
+    assert len(sa.train) + len(sa.val) == 10
+
+
+def test_torchvision_can_open_what_we_read(tiny_synth):
+    import torchvision
+
+    ds = torchvision.datasets.Food101(root=str(tiny_synth.parent), split="test")
+    sub = data.load_subset(tiny_synth, num_classes=4)
+    assert len(ds) == len(sub.test)
+
+
+def test_explicit_classes_and_missing_class(tmp_path):
+    write_food101(tmp_path, ["a", "b", "c"], 4, 2)
+    sub = data.load_subset(tmp_path, classes=["c", "a"])
+    assert sub.classes == ["c", "a"] and {s.label for s in sub.test} == {0, 1}
+    with pytest.raises(data.DatasetError, match="key 'classes': pizza"):
+        data.load_subset(tmp_path, classes=["a", "pizza"])
+
+
+def test_missing_or_malformed_root_explains_layout(tmp_path):
+    with pytest.raises(data.DatasetError) as e:
+        data.load_subset(tmp_path / "nothing")
+    assert "does not exist" in str(e.value) and "meta/classes.txt" in str(e.value) and "data synth" in str(e.value)
+    (tmp_path / "half" / "meta").mkdir(parents=True)
+    with pytest.raises(data.DatasetError, match="images/"):
+        data.load_subset(tmp_path / "half")
+    base = write_food101(tmp_path / "broken", ["a"], 2, 1)
+    (base / "meta" / "train.json").write_text("{not json")
+    with pytest.raises(data.DatasetError, match="not valid JSON"):
+        data.load_subset(base, num_classes=1)
+
+
+def test_grayscale_cmyk_palette_and_16bit_become_rgb(tmp_path):
+    g = tmp_path / "g.jpg"
+    Image.new("L", (30, 20), 128).save(g)
+    c = tmp_path / "c.jpg"
+    Image.new("CMYK", (30, 20), (0, 255, 255, 0)).save(c)  # pure red in CMYK
+    p = tmp_path / "p.jpg"
+    Image.new("RGB", (30, 20), (0, 0, 255)).convert("P").save(p, format="PNG")  # a PNG named .jpg
+    i16 = tmp_path / "i16.jpg"
+    Image.fromarray(np.full((20, 30), 65535, dtype=np.uint16)).save(i16, format="PNG")
+    for path in (g, c, p, i16):
+        im = data.read_rgb(path)
+        assert im.mode == "RGB" and im.size == (30, 20)
+    r, gr, b = data.read_rgb(c).getpixel((5, 5))
+    assert r > 200 and gr < 60 and b < 60
+    assert data.read_rgb(i16).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_resize_center_is_square_and_keeps_content(tmp_path):
+    arr = np.zeros((40, 80, 3), np.uint8)
+    arr[:, 20:60] = 255  # a white centre band
+    out = data.resize_center(Image.fromarray(arr), 16)
+    assert out.shape == (3, 16, 16) and out.dtype == np.uint8
+    assert out.mean() > 240  # the centre crop sees the band
+
+
+def test_decode_cache_hits_and_invalidates(tmp_path):
+    base = write_food101(tmp_path, ["a", "b"], 3, 1)
+    sub = data.load_subset(base, num_classes=2)
+    cache = tmp_path / "cache"
+    first = data.decode(sub.test, 16, cache_dir=cache, progress=False)
+    assert len(list(cache.glob("*.npy"))) == 1
+    again = data.decode(sub.test, 16, cache_dir=cache, progress=False)
+    assert isinstance(again.images, np.memmap) and np.array_equal(np.asarray(again.images), first.images)
+    direct = np.stack([data.resize_center(data.read_rgb(s.path), 16) for s in sub.test])
+    assert np.array_equal(first.images, direct)  # the cache holds the same pixels as the direct path
+    data.decode(sub.test, 20, cache_dir=cache, progress=False)  # another size: another entry
+    assert len(list(cache.glob("*.npy"))) == 2
+    path = sub.test[0].path
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(path)
+    os.utime(path, ns=(1, 1))
+    changed = data.decode(sub.test, 16, cache_dir=cache, progress=False)  # a changed file: decoded afresh
+    assert len(list(cache.glob("*.npy"))) == 3
+    assert tuple(changed.images[0, :, 8, 8]) == (254, 0, 0) or changed.images[0, 0, 8, 8] > 240
+
+
+def test_batches_cover_each_image_once(tmp_path):
+    base = write_food101(tmp_path, ["a", "b"], 5, 1)
+    sub = data.load_subset(base, num_classes=2)
+    d = data.decode(sub.train, 16, progress=False)
+    import torch
+
+    seen = torch.cat([y for _, y in data.batches(d, 3, shuffle=True, generator=torch.Generator().manual_seed(0))])
+    assert sorted(seen.tolist()) == sorted(d.labels.tolist())

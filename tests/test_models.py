@@ -1,0 +1,168 @@
+"""Models: exact architectures of SPEC §2, ablation knobs, registry, pretrained loading and freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from foodcnn import models
+
+
+def test_baseline_parameter_count_by_hand():
+    # conv(k=3) params = cin*cout*9 + cout (bias); BatchNorm = 2*c; Linear = in*out + out
+    conv1 = 3 * 64 * 9 + 64  # 1,792
+    conv2 = 64 * 128 * 9 + 128  # 73,856
+    conv3 = 128 * 128 * 9 + 128  # 147,584
+    conv4 = 128 * 128 * 9 + 128  # 147,584
+    bn = 2 * (64 + 128 + 128 + 128)  # 896
+    fc1 = 128 * 128 + 128  # 16,512
+    fc2 = 128 * 20 + 20  # 2,580
+    expected = conv1 + conv2 + conv3 + conv4 + bn + fc1 + fc2
+    assert expected == 390_804
+    total, trainable = models.count_parameters(models.build("baseline"))
+    assert total == trainable == expected
+
+
+def test_custom_a_parameter_count_by_hand():
+    convs = [(3, 64), (64, 128), (128, 168), (168, 168), (168, 168), (168, 128)]
+    conv = sum(i * o * 9 + o for i, o in convs)  # 1792+73856+193704+254184+254184+193664
+    bn = 2 * sum(o for _, o in convs)
+    expected = conv + bn + (128 * 128 + 128) + (128 * 20 + 20)
+    assert conv == 971_384
+    assert models.count_parameters(models.build("custom_a"))[0] == expected
+
+
+def test_custom_b_parameter_count_by_hand():
+    convs = [(3, 64), (64, 128)] + [(128, 128)] * 4
+    expected = sum(i * o * 9 + o for i, o in convs) + 2 * sum(o for _, o in convs) + 16_512 + 2_580
+    assert expected == 1792 + 73856 + 4 * 147584 + 2 * (64 + 128 * 5) + 16512 + 2580 == 685_364
+    assert models.count_parameters(models.build("custom_b"))[0] == expected
+
+
+@pytest.mark.parametrize("name,size", [("baseline", 15), ("custom_a", 61), ("custom_b", 103)])
+def test_minimum_input_size(name, size):
+    # SPEC §2: no padding, so each small CNN needs a minimum input; one pixel less leaves nothing
+    model = models.build(name).eval()
+    assert model.min_input_size == size
+    assert model(torch.zeros(1, 3, size, size)).shape == (1, 20)
+    with pytest.raises(RuntimeError):
+        model(torch.zeros(1, 3, size - 1, size - 1))
+
+
+def test_baseline_layer_order_and_pool_stride():
+    m = models.build("baseline")
+    assert list(m.features._modules) == ["conv1", "conv2", "conv3", "pool1", "conv4"]
+    assert m.features.conv4.conv.stride == (2, 2)
+    assert m.features.pool1.stride == 3  # SPEC §2: PyTorch's default stride = kernel
+    assert isinstance(m.features.conv1.act, nn.ReLU) and isinstance(m.features.conv1.bn, nn.BatchNorm2d)
+
+
+def test_report_b_customs_are_configurations():
+    custom1 = models.build("baseline", extra_convs=2, extra_convs_after="conv3")
+    assert list(custom1.features._modules) == ["conv1", "conv2", "conv3", "conv4", "conv5", "pool1", "conv6"]
+    custom2 = models.build("baseline", activation="silu")
+    assert all(isinstance(b.act, nn.SiLU) for b in custom2.features if isinstance(b, models.ConvBlock))
+    assert isinstance(custom2.act, nn.SiLU)
+    custom3 = models.build("baseline", extra_pool_after="conv2")
+    assert list(custom3.features._modules) == ["conv1", "conv2", "pool1", "conv3", "pool2", "conv4"]
+    assert custom3.min_input_size > 15
+    with pytest.raises(ValueError, match="conv9"):
+        models.build("baseline", extra_pool_after="conv9")
+
+
+def test_dropout_and_init_knobs():
+    m = models.build("baseline", dropout=0.4, init="normal")
+    assert m.drop.p == 0.4
+    w = m.features.conv2.conv.weight
+    assert abs(w.std().item() - 0.02) < 0.002  # N(0, 0.02^2)
+    x = models.build("baseline", init="xavier").features.conv2.conv.weight
+    bound = (6 / (64 * 9 + 128 * 9)) ** 0.5
+    assert x.abs().max().item() <= bound
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_every_registered_model_runs_forward(name):
+    # timm-style: a model added to the registry is tested the moment it is registered
+    model = models.build(name, num_classes=7, pretrained="none").eval()
+    size = getattr(model, "min_input_size", 32)
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, size, size)).shape == (2, 7)
+
+
+def _trainable(model: nn.Module) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("name,head", [("resnet18", "fc"), ("vgg16", "classifier.6"), ("vgg16_bn", "classifier.6")])
+def test_freeze_head_trains_only_the_new_head(name, head):
+    m = models.build(name, num_classes=20, pretrained="none", freeze="head")
+    assert _trainable(m) == {f"{head}.weight", f"{head}.bias"}
+    assert m.get_submodule(head).out_features == 20
+    assert models.backbone_frozen(m)
+    models.set_train_mode(m, True)
+    assert not any(mod.training for mod in m.modules())  # the frozen backbone keeps BN/dropout fixed
+
+
+def test_freeze_none_and_conv1():
+    m = models.build("resnet18", pretrained="none", freeze="none")
+    assert _trainable(m) == {n for n, _ in m.named_parameters()}
+    m = models.build("resnet18", pretrained="none", freeze="conv1")
+    assert _trainable(m) == {n for n, _ in m.named_parameters()} - {"conv1.weight"}
+    v = models.build("vgg16_bn", pretrained="none", freeze="conv1")
+    assert {"features.0.weight", "features.0.bias"}.isdisjoint(_trainable(v))
+    assert "features.1.weight" in _trainable(v)  # only the conv is frozen, not its BatchNorm
+
+
+def test_freeze_every_nth_indexes_parameterised_layers():
+    m = models.build("vgg16", pretrained="none", freeze="every_nth:3")
+    layers = models.parameterised_layers(m, exclude="classifier.6")
+    # vgg16: 13 convs + 2 Linear layers before the head, numbered 0..14
+    assert [n for n, _ in layers][:3] == ["features.0", "features.2", "features.5"]
+    assert len(layers) == 15
+    trained = {n.rsplit(".", 1)[0] for n in _trainable(m)}
+    expected = {layers[i][0] for i in range(0, 15, 3)} | {"classifier.6"}
+    assert trained == expected
+
+
+def test_pretrained_weights_load_from_torch_home(tmp_path, monkeypatch):
+    # NOTES: a file already in $TORCH_HOME/hub/checkpoints loads with no network; the hash is not checked
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    ref = torchvision.models.resnet18(weights=None)
+    with torch.no_grad():
+        ref.conv1.weight.fill_(0.125)
+    ckpt = tmp_path / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    torch.save(ref.state_dict(), ckpt / "resnet18-f37072fd.pth")
+    m = models.build("resnet18", pretrained="required", freeze="head")
+    assert torch.all(m.conv1.weight == 0.125)
+    assert m.weights_source.startswith("ImageNet")
+
+
+def test_pretrained_required_offline_names_file_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("FOODCNN_ALLOW_DOWNLOAD", raising=False)
+    with pytest.raises(models.WeightsUnavailable) as e:
+        models.build("vgg16_bn", pretrained="required")
+    msg = str(e.value)
+    assert "vgg16_bn-6c64b313.pth" in msg and str(tmp_path / "hub" / "checkpoints") in msg
+
+
+def test_pretrained_auto_offline_falls_back_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("FOODCNN_ALLOW_DOWNLOAD", raising=False)
+    m = models.build("resnet18", pretrained="auto", freeze="head")
+    assert m.weights_source.startswith("random init")
+
+
+def test_explicit_weights_path(tmp_path):
+    import torchvision
+
+    ref = torchvision.models.vgg16(weights=None)
+    torch.save(ref.state_dict(), tmp_path / "w.pth")
+    m = models.build("vgg16", pretrained="required", weights_path=str(tmp_path / "w.pth"))
+    assert torch.equal(m.features[0].weight, ref.features[0].weight)
+    with pytest.raises(models.WeightsUnavailable):
+        models.build("vgg16", pretrained="required", weights_path=str(tmp_path / "missing.pth"))

@@ -1,0 +1,305 @@
+"""Tests for foodcnn.stats on constructed predictions with known answers."""
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from foodcnn import stats
+from foodcnn.stats import Claim, Interval
+
+N_CLASSES = 20
+
+
+def _labels(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, N_CLASSES, n)
+
+
+def _predict(y_true: np.ndarray, correct: np.ndarray) -> np.ndarray:
+    """Predictions that are right exactly where `correct` is True."""
+    return np.where(correct, y_true, (y_true + 1) % N_CLASSES)
+
+
+def _pair(n: int = 1000, base_acc: float = 0.5, fixed: int = 0, broken: int = 0, seed: int = 0):
+    """Parent and child correctness: the child fixes `fixed` parent errors and breaks `broken` successes."""
+    rng = np.random.default_rng(seed)
+    parent = rng.random(n) < base_acc
+    child = parent.copy()
+    wrong, right = np.flatnonzero(~parent), np.flatnonzero(parent)
+    child[rng.choice(wrong, fixed, replace=False)] = True
+    child[rng.choice(right, broken, replace=False)] = False
+    return child, parent
+
+
+def _predictions(runs: dict[tuple[str, int], np.ndarray], y_true: np.ndarray) -> dict:
+    return {key: (y_true, _predict(y_true, correct)) for key, correct in runs.items()}
+
+
+# --------------------------------------------------------------------------- McNemar
+
+
+def test_mcnemar_hand_computed():
+    # b = 10 (a right, b wrong), c = 2, plus 5 images both get right.
+    a = np.array([1] * 10 + [0] * 2 + [1] * 5, bool)
+    b = np.array([0] * 10 + [1] * 2 + [1] * 5, bool)
+    r = stats.mcnemar(a, b)
+    assert (r.b, r.c) == (10, 2)
+    # Exact: 2 * P(X <= 2 | n = 12, p = 1/2) = 2 * (C(12,0) + C(12,1) + C(12,2)) / 2**12
+    #        = 2 * (1 + 12 + 66) / 4096 = 158 / 4096 = 0.0385742...
+    assert r.p_value == pytest.approx(158 / 4096, rel=1e-12)
+    assert r.p_value == pytest.approx(0.03857421875)
+    # Continuity-corrected chi-square: (|10 - 2| - 1)**2 / 12 = 49 / 12
+    assert r.statistic == pytest.approx(49 / 12)
+    assert stats.mcnemar(b, a).p_value == pytest.approx(r.p_value)
+
+
+def test_mcnemar_no_discordant_pairs_gives_p_one():
+    a = np.array([True, False, True])
+    r = stats.mcnemar(a, a)
+    assert (r.b, r.c, r.p_value, r.statistic) == (0, 0, 1.0, 0.0)
+
+
+@pytest.mark.parametrize("k,n", [(0, 1), (2, 12), (5, 10), (10, 10), (40, 200), (700, 3000)])
+def test_binomial_tail_matches_exact_integers(k, n):
+    exact = sum(math.comb(n, j) for j in range(k + 1)) / 2**n
+    assert stats.binom_cdf_half(k, n) == pytest.approx(exact, rel=1e-9, abs=1e-300)
+
+
+def test_mcnemar_large_counts_do_not_overflow():
+    assert stats.mcnemar(np.ones(3000, bool), np.zeros(3000, bool)).p_value < 1e-300
+    a = np.r_[np.ones(2500, bool), np.zeros(2500, bool)]
+    assert stats.mcnemar(a, ~a).p_value == 1.0
+
+
+# --------------------------------------------------------------------------- bootstrap and compare
+
+
+def test_identical_models_show_no_difference():
+    y = _labels(1000)
+    rng = np.random.default_rng(1)
+    runs = {}
+    for seed in range(3):  # seeds differ from each other, child == parent per seed
+        correct = rng.random(1000) < 0.6
+        runs[("child", seed)] = runs[("parent", seed)] = correct
+    preds = _predictions(runs, y)
+    c = stats.compare("child", "parent", preds)
+    assert c.mcnemar.p_value == 1.0
+    assert c.delta == 0.0
+    assert (c.interval.low, c.interval.high) == (0.0, 0.0)  # same seeds: resampled as pairs
+    assert c.verdict == "no detectable difference"
+    # The parent's seeds renamed: runs no longer pair by seed, the interval widens but holds 0.
+    preds = {(i, s + 100 if i == "parent" else s): v for (i, s), v in preds.items()}
+    c = stats.compare("child", "parent", preds)
+    assert c.mcnemar.p_value == 1.0
+    assert c.interval.low < 0.0 < c.interval.high
+    assert c.verdict == "no detectable difference"
+
+
+def test_model_that_fixes_many_errors_is_better():
+    y = _labels(1000)
+    child, parent = _pair(n=1000, base_acc=0.4, fixed=300)
+    c = stats.compare("child", "parent", _predictions({("child", 0): child, ("parent", 0): parent}, y))
+    assert (c.mcnemar.b, c.mcnemar.c) == (0, 300)
+    assert c.mcnemar.p_value < 1e-6
+    assert c.delta == pytest.approx(0.3)
+    assert c.interval.low > 0
+    assert c.verdict == "better"
+    reverse = stats.compare("parent", "child", _predictions({("child", 0): child, ("parent", 0): parent}, y))
+    assert reverse.verdict == "worse" and reverse.interval.high < 0
+
+
+def test_seeds_pooled_pairwise_for_mcnemar():
+    y = _labels(500)
+    runs = {}
+    for seed in (3, 7):
+        child, parent = _pair(n=500, fixed=20, broken=5, seed=seed)
+        runs[("child", seed)], runs[("parent", seed)] = child, parent
+    c = stats.compare("child", "parent", _predictions(runs, y))
+    assert (c.mcnemar.b, c.mcnemar.c) == (10, 40)  # 2 seeds x (5 broken, 20 fixed)
+    assert (c.n_seeds_child, c.n_seeds_parent, c.n_images) == (2, 2, 500)
+
+
+def test_runs_without_shared_seeds_pair_in_seed_order():
+    y = _labels(500)
+    runs = {}
+    for k, (seed_c, seed_p) in enumerate([(1, 10), (2, 20), (3, 30)]):
+        child, parent = _pair(n=500, fixed=10 + k, broken=2, seed=k)
+        runs[("child", seed_c)], runs[("parent", seed_p)] = child, parent
+    del runs[("parent", 30)]  # the child's third run has no partner: bootstrap only
+    c = stats.compare("child", "parent", _predictions(runs, y))
+    assert (c.mcnemar.b, c.mcnemar.c) == (4, 21)
+    assert (c.n_seeds_child, c.n_seeds_parent) == (3, 2)
+
+
+def test_paired_seeds_remove_shared_seed_variation():
+    rng = np.random.default_rng(0)
+    parent = np.stack([rng.random(2000) < acc for acc in (0.35, 0.45, 0.55)])  # big seed effect
+    child = parent.copy()
+    child[:, :60] = True  # the same small gain on every seed
+    paired = stats.paired_bootstrap(child, parent, n_boot=500, paired_seeds=True)
+    independent = stats.paired_bootstrap(child, parent, n_boot=500)
+    assert paired.low > 0
+    assert paired.high - paired.low < (independent.high - independent.low) / 3
+    with pytest.raises(ValueError, match="paired_seeds"):
+        stats.paired_bootstrap(child, parent[:2], paired_seeds=True)
+
+
+def test_compare_rejects_runs_on_different_test_sets():
+    y = _labels(100)
+    preds = {("child", 0): (y, y), ("parent", 0): (y[::-1].copy(), y)}
+    with pytest.raises(ValueError, match="different test labels"):
+        stats.compare("child", "parent", preds)
+    with pytest.raises(KeyError):
+        stats.compare("child", "missing", preds)
+
+
+def test_bootstrap_interval_shrinks_as_images_grow():
+    widths = []
+    for n in (200, 5000):
+        child, parent = _pair(n=n, fixed=n // 10, broken=n // 20)
+        iv = stats.paired_bootstrap(child, parent, n_boot=1000)
+        assert iv.low < iv.estimate < iv.high
+        widths.append(iv.high - iv.low)
+    assert widths[1] < widths[0] / 3  # width ~ 1/sqrt(N): sqrt(25) = 5
+
+
+def test_bootstrap_is_reproducible_and_seed_aware():
+    rng = np.random.default_rng(0)
+    child, parent = rng.random((3, 800)) < 0.55, rng.random((2, 800)) < 0.5
+    assert stats.paired_bootstrap(child, parent, seed=4) == stats.paired_bootstrap(child, parent, seed=4)
+    one_seed = stats.paired_bootstrap(child[:1], parent[:1], seed=4)
+    assert one_seed.estimate == pytest.approx(child[0].mean() - parent[0].mean())
+
+
+def test_bootstrap_speed_5000_images_3_seeds():
+    rng = np.random.default_rng(0)
+    child, parent = rng.random((3, 5000)) < 0.55, rng.random((3, 5000)) < 0.5
+    start = time.perf_counter()
+    stats.paired_bootstrap(child, parent, n_boot=2000)
+    assert time.perf_counter() - start < 3.0  # about 0.35 s on 2 CPU cores
+
+
+def test_verdict_needs_both_interval_and_p():
+    assert stats.verdict(Interval(0.02, 0.01, 0.03), 0.01) == "better"
+    assert stats.verdict(Interval(0.02, 0.01, 0.03), 0.2) == "no detectable difference"
+    assert stats.verdict(Interval(0.02, -0.01, 0.05), 0.01) == "no detectable difference"
+    assert stats.verdict(Interval(-0.02, -0.03, -0.01), 0.01) == "worse"
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _results(rows):
+    return pd.DataFrame(rows, columns=["id", "seed", "train_acc", "val_acc", "test_acc", "test_loss", "parent"])
+
+
+def test_seed_summary_mean_and_std():
+    results = _results([
+        ("base", 0, 0.30, 0.30, 0.40, 2.0, None),
+        ("base", 1, 0.50, 0.40, 0.44, 1.8, None),
+        ("base", 2, 0.40, 0.35, 0.42, 1.9, None),
+        ("pool", 0, 0.60, 0.50, 0.47, 1.7, "base"),
+    ])
+    s = stats.seed_summary(results).set_index("id")
+    assert list(s.index) == ["base", "pool"]
+    assert s.loc["base", "n_seeds"] == 3 and s.loc["pool", "n_seeds"] == 1
+    assert s.loc["base", "test_acc_mean"] == pytest.approx(0.42)
+    # sd (ddof=1) of 0.40, 0.44, 0.42: sqrt((0.02**2 + 0.02**2 + 0) / 2) = 0.02
+    assert s.loc["base", "test_acc_std"] == pytest.approx(0.02)
+    assert s.loc["base", "train_acc_std"] == pytest.approx(0.1)
+    assert s.loc["base", "test_loss_mean"] == pytest.approx(1.9)
+    assert np.isnan(s.loc["pool", "test_acc_std"])
+    assert s.loc["base", "test_acc_pm"] == "42.00 ± 2.00"
+    assert s.loc["pool", "test_acc_pm"] == "47.00 (1 seed)"
+    assert s.loc["pool", "parent"] == "base"
+
+
+def _fabricated_study():
+    """Results and predictions for a parent, three children and a child whose parent never ran."""
+    n = 1000
+    y = _labels(n)
+    runs, rows = {}, []
+    for seed in range(2):
+        better, parent = _pair(n=n, base_acc=0.4, fixed=300, seed=seed)
+        worse, _ = _pair(n=n, base_acc=0.4, broken=250, seed=seed)
+        noisy, _ = _pair(n=n, base_acc=0.4, fixed=6, broken=4, seed=seed)
+        same = parent.copy()
+        for exp_id, correct, par in [("base", parent, None), ("better", better, "base"),
+                                     ("worse", worse, "base"), ("noisy", noisy, "base"),
+                                     ("same", same, "base"), ("orphan", better, "never_run")]:
+            runs[(exp_id, seed)] = correct
+            rows.append((exp_id, seed, 0.5, 0.5, correct.mean(), 1.0, par))
+    return _results(rows), _predictions(runs, y)
+
+
+def test_ablation_table():
+    results, preds = _fabricated_study()
+    t = stats.ablation_table(results, preds, n_boot=500).set_index("id")
+    assert sorted(t.index) == ["better", "noisy", "same", "worse"]  # base has no parent, orphan's is missing
+    assert t.loc["better", "delta_pp"] == pytest.approx(30.0)
+    assert t.loc["better", "verdict"] == "better" and t.loc["better", "ci_low_pp"] > 0
+    assert t.loc["worse", "verdict"] == "worse" and t.loc["worse", "p_value"] < 1e-6
+    assert t.loc["noisy", "verdict"] == "no detectable difference"
+    assert t.loc["same", "p_value"] == 1.0
+    assert t.loc["better", "n_seeds"] == 2 and t.loc["better", "parent"] == "base"
+
+
+def test_ablation_table_without_predictions_keeps_result_delta():
+    results, preds = _fabricated_study()
+    preds = {k: v for k, v in preds.items() if k[0] != "worse"}
+    t = stats.ablation_table(results, preds, n_boot=200).set_index("id")
+    assert t.loc["worse", "verdict"] == "no predictions"
+    assert t.loc["worse", "delta_pp"] == pytest.approx(-25.0)
+    assert np.isnan(t.loc["worse", "p_value"])
+
+
+def test_claims_table_verdicts():
+    results, preds = _fabricated_study()
+    claims = [
+        Claim("fixes", "B", "fixing errors helps", "better", "base", "better"),
+        Claim("wrong_way", "B", "breaking things helps", "worse", "base", "better"),
+        Claim("too_small", "B", "a tiny change helps", "noisy", "base", "better"),
+        Claim("missing", "A", "an unrun change helps", "better", "never_run", "better"),
+        Claim("same", "A", "an identical change makes no difference", "same", "base", "no difference"),
+        Claim("not_same", "A", "a big change makes no difference", "better", "base", "no difference"),
+    ]
+    t = stats.claims_table(results, preds, claims=claims, n_boot=500).set_index("key")
+    assert t["verdict"].to_dict() == {
+        "fixes": "supported", "wrong_way": "refuted", "too_small": "cannot tell", "missing": "not run",
+        "same": "supported", "not_same": "refuted",
+    }
+    assert t.loc["fixes", "delta"].startswith("+30.00 pp [")
+    assert np.isnan(t.loc["missing", "p_value"])
+    assert {"report", "claim", "child", "parent", "delta", "p_value", "verdict"} <= set(t.columns)
+
+
+def test_claims_table_default_claims_not_run_on_unrelated_study():
+    results, preds = _fabricated_study()
+    t = stats.claims_table(results, preds)
+    assert len(t) == len(stats.CLAIMS) and set(t["verdict"]) == {"not run"}
+
+
+def test_claims_are_well_formed():
+    keys = [c.key for c in stats.CLAIMS]
+    assert len(keys) == len(set(keys))
+    for c in stats.CLAIMS:
+        assert c.report in ("A", "B")
+        assert c.expected in ("better", "worse", "no difference")
+        prefix = c.report.lower() + "_"
+        assert c.child.startswith(prefix) and c.parent.startswith(prefix) and c.child != c.parent
+        assert c.text
+    assert {("b_custom3", "b_baseline"), ("b_vgg2", "b_vgg1"), ("a_new_ini", "a_baseline")} <= {
+        (c.child, c.parent) for c in stats.CLAIMS
+    }
+
+
+def test_claim_ids_are_catalogue_params_files():
+    params = Path(__file__).resolve().parents[1] / "params"
+    known = {p.stem for p in params.glob("*.yaml")}
+    if not known:
+        pytest.skip("no experiment params files yet")
+    missing = {i for c in stats.CLAIMS for i in (c.child, c.parent)} - known
+    assert not missing, f"claims name ids with no params file: {sorted(missing)}"

@@ -1,0 +1,112 @@
+"""Training: loss goes down, early stopping, the run directory, cached frozen features, divergence, resume, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from foodcnn import checkpoints, runs, train
+
+
+def test_tiny_run_lowers_loss_and_writes_run_directory(tiny_params):
+    p = tiny_params(epochs=4, lr=3e-3)
+    result = train.run(p)
+    rdir = runs.run_dir(p)
+    for name in (runs.PARAMS, runs.METRICS, runs.RESULT, runs.BEST, runs.PREDICTIONS):
+        assert (rdir / name).is_file(), name
+    assert not (rdir / runs.LAST).exists()  # only kept while a run is unfinished
+    m = pd.read_csv(rdir / runs.METRICS)
+    assert list(m.columns) == runs.METRIC_COLUMNS and len(m) == 4
+    assert m.train_loss.iloc[-1] < m.train_loss.iloc[0]
+    saved = json.loads((rdir / runs.RESULT).read_text())
+    for key in ("train_acc", "val_acc", "test_acc", "test_loss", "best_epoch", "wall_time_s", "train_images_per_s",
+                "params_total", "params_trainable", "data", "versions", "device", "seed"):
+        assert saved[key] is not None, key
+    assert saved["data"]["synthetic"] is True and saved["data"]["counts"]["test"] == 40
+    assert saved["best_epoch"] == int(m.val_loss.idxmin()) + 1
+    assert saved["val_acc"] == pytest.approx(m.val_acc[saved["best_epoch"] - 1])
+    preds = runs.open_run(rdir).predictions
+    assert preds["y_true"].shape == preds["y_pred"].shape == (40,)
+    assert saved["test_acc"] == pytest.approx((preds["y_true"] == preds["y_pred"]).mean())
+    assert runs.is_finished(rdir, p) and not runs.is_finished(rdir, p.replace(lr=1e-2))
+
+
+def test_early_stopping_stops_and_keeps_best_epoch(tiny_params, monkeypatch):
+    real = train.evaluate
+    val_losses = iter([1.0, 0.8, 0.9, 1.1, 1.2, 1.3, 1.4, 1.5])
+
+    def fake_evaluate(net, stream, device, amp):
+        out = real(net, stream, device, amp)
+        if len(stream) == 16:  # the validation split of the tiny data (4 classes x 4)
+            out["loss"] = next(val_losses)
+        return out
+
+    monkeypatch.setattr(train, "evaluate", fake_evaluate)
+    result = train.run(tiny_params(epochs=8, patience=2))
+    assert result["best_epoch"] == 2 and result["epochs_run"] == 4 and result["stopped_early"]
+
+
+def test_divergence_stops_with_status_and_keeps_best(tiny_params, monkeypatch):
+    real = train.F.cross_entropy
+    calls = {"n": 0}
+
+    def nan_after_a_while(logits, y, **kw):
+        calls["n"] += 1
+        loss = real(logits, y, **kw)
+        return loss * float("nan") if calls["n"] > 12 and kw.get("reduction") is None else loss
+
+    monkeypatch.setattr(train.F, "cross_entropy", nan_after_a_while)
+    p = tiny_params(epochs=5)
+    result = train.run(p)
+    assert result["status"] == "diverged" and result["diverged_epoch"] >= 2
+    assert result["best_epoch"] is not None and result["test_acc"] is not None
+    assert runs.is_finished(runs.run_dir(p), p)  # a diverged run is finished: the batch goes on
+
+
+def test_same_seed_same_metrics_on_cpu(tiny_params):
+    a = train.run(tiny_params(epochs=2, augment="wide", runs_dir=str(tiny_params().runs_dir) + "/a"))
+    b = train.run(tiny_params(epochs=2, augment="wide", runs_dir=str(tiny_params().runs_dir) + "/b"))
+    for key in ("train_loss", "val_loss", "test_loss", "test_acc"):
+        assert a[key] == b[key], key
+    assert a["versions"]["torch"] == torch.__version__ and a["device"] == "cpu"
+
+
+def test_resume_after_interruption_equals_uninterrupted(tiny_params, monkeypatch):
+    full = train.run(tiny_params(epochs=3, augment="hflip", runs_dir=str(tiny_params().runs_dir) + "/full"))
+    p = tiny_params(epochs=3, augment="hflip", runs_dir=str(tiny_params().runs_dir) + "/cut")
+    real = train.train_one_epoch
+    calls = {"n": 0}
+
+    def dies_in_epoch_3(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # stands for a kill in the middle of an epoch
+        return real(*a, **kw)
+
+    monkeypatch.setattr(train, "train_one_epoch", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(p)
+    rdir = runs.run_dir(p)
+    assert not (rdir / runs.RESULT).exists() and (rdir / runs.LAST).is_file()
+    assert checkpoints.load(rdir / runs.LAST)["epoch"] == 2
+    monkeypatch.setattr(train, "train_one_epoch", real)
+    resumed = train.run(p, resume=True)
+    assert resumed["resumed_from_epoch"] == 2
+    for key in ("train_loss", "val_loss", "test_loss", "test_acc", "best_epoch"):
+        assert resumed[key] == full[key], key
+    assert len(pd.read_csv(rdir / runs.METRICS)) == 3
+
+
+@pytest.mark.parametrize("augment", ["none", "hflip"])
+def test_cached_frozen_features_match_plain_run(tiny_params, augment):
+    kw = dict(model="resnet18", freeze="head", image_size=32, epochs=2, augment=augment, lr=1e-2)
+    cached = train.run(tiny_params(feature_cache=True, runs_dir=str(tiny_params().runs_dir) + "/c", **kw))
+    plain = train.run(tiny_params(feature_cache=False, runs_dir=str(tiny_params().runs_dir) + "/p", **kw))
+    assert cached["feature_cache"] and not plain["feature_cache"]
+    for key in ("train_loss", "val_loss", "test_loss"):
+        assert cached[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-5), key
+    assert cached["test_acc"] == pytest.approx(plain["test_acc"], abs=1 / 40 + 1e-9)
