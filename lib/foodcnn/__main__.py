@@ -49,6 +49,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result["status"] == "ok" else 3
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from . import batch
+
+    batch.env_for_kernels()
+    jobs = batch.plan(args.profile, args.ids, params_dir=args.params_dir, notebooks_dir=args.notebooks_dir,
+                      overrides=_overrides(args.set))
+    print(f"{len(jobs)} run(s) planned for profile {args.profile}")
+    outcomes = batch.run_batch(jobs, progress=not args.quiet, rerun=args.rerun)
+    print(batch.summary(outcomes))
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import batch, report
+
+    batch.env_for_kernels()
+    out = report.render(args.profile, runs_dir=args.runs_dir, params_dir=args.params_dir,
+                        notebooks_dir=args.notebooks_dir, out_dir=args.out)
+    print(f"report: {out['html']}")
+    print(f"pdf: {out['pdf']}" if out["pdf"] else "pdf: not rendered (no Chromium; `apt-get install chromium`)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     ap = argparse.ArgumentParser(prog="python -m foodcnn", description=__doc__)
@@ -73,6 +96,24 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed epoch")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter (YAML value)")
     r.set_defaults(fn=cmd_run)
+
+    b = sub.add_parser("batch", help="run catalogue rows through their notebooks (papermill); resumes by default")
+    b.add_argument("ids", nargs="*", help="experiment ids (default: every params/*.yaml)")
+    b.add_argument("--profile", default="demo", help="profile overlay (default: demo)")
+    b.add_argument("--rerun", action="store_true", help="run again even when a finished run has the same parameters")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter in every row")
+    b.add_argument("--params-dir", default="params")
+    b.add_argument("--notebooks-dir", default="notebooks")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(fn=cmd_batch)
+
+    rp = sub.add_parser("report", help="aggregate a profile's runs and render reports/foodcnn-<profile>.html (+ PDF)")
+    rp.add_argument("--profile", default="demo")
+    rp.add_argument("--runs-dir", default="runs")
+    rp.add_argument("--params-dir", default="params")
+    rp.add_argument("--notebooks-dir", default="notebooks")
+    rp.add_argument("--out", default="reports")
+    rp.set_defaults(fn=cmd_report)
 
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -4,15 +4,33 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+# A write goes to ".<name>.<random>.tmp" beside its target, then is renamed over it. A kill leaves at
+# most such a temp file: no reader opens it (they ask for exact names) and `remove_temps` clears it.
+TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open a folder
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same folder, fsync, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -25,6 +43,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+    _fsync_dir(path.parent)  # the rename itself survives a power cut
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -41,3 +60,19 @@ def atomic_torch_save(path: str | Path, obj: Any) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def remove_temps(folder: str | Path, older_than_s: float = 0.0) -> list[Path]:
+    """Delete the temp files that killed atomic writes left in `folder` (older than `older_than_s`); return them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    now, removed = time.time(), []
+    for f in folder.glob(f"{TMP_PREFIX}*{TMP_SUFFIX}"):
+        try:
+            if f.is_file() and now - f.stat().st_mtime >= older_than_s:
+                f.unlink()
+                removed.append(f)
+        except FileNotFoundError:  # another process finished or removed it
+            pass
+    return removed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,16 @@ def save(path: str | Path, **content: Any) -> None:
     atomic_torch_save(path, {"format": FORMAT, **content})
 
 
+def _reason(e: Exception) -> str:
+    """Return the useful line of a load error (torch's advice to retry with weights_only=False is dropped)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if isinstance(e, pickle.UnpicklingError) and lines[:1] and lines[0].startswith("Weights only load failed"):
+        lines = [ln.split("WeightsUnpickler error:")[-1].strip() for ln in lines[1:]
+                 if not ln.startswith("Check the documentation")]
+        lines = [ln for ln in lines if ln]
+    return f"{type(e).__name__}: {lines[0][:200] if lines else 'empty or truncated file'}"
+
+
 def load(path: str | Path) -> dict[str, Any]:
     """Return a checkpoint's content, loaded with weights_only=True (no code runs from the file)."""
     path = Path(path)
@@ -30,11 +39,15 @@ def load(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as e:
+    except Exception as e:  # damaged bytes surface as many types: UnpicklingError, RuntimeError, EOFError, KeyError...
         raise CheckpointError(
-            f"checkpoint {path} cannot be loaded safely ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
-            "It is damaged or was not written by foodcnn; delete it and re-run (without --resume)."
+            f"checkpoint {path} cannot be loaded safely ({_reason(e)}). "
+            "It is damaged, or was not written by foodcnn (code in a file is refused, never run); "
+            "delete it and re-run (without --resume)."
         ) from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT or "model" not in obj:
-        raise CheckpointError(f"checkpoint {path} is not a foodcnn checkpoint (no '{FORMAT}' marker)")
+        raise CheckpointError(
+            f"checkpoint {path} is not a foodcnn checkpoint (no '{FORMAT}' marker): "
+            "foodcnn only reads the best.pt / last.pt files its runs write"
+        )
     return obj

@@ -13,10 +13,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from . import synth
-from .atomic import atomic_write_bytes, atomic_write_text
+from .atomic import atomic_write_bytes, atomic_write_text, remove_temps
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +225,8 @@ def resize_center(im: Image.Image, size: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 CACHE_VERSION = 1
+# What a truncated, empty, damaged or foreign file raises while PIL decodes it.
+UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
 @dataclass
@@ -263,8 +265,9 @@ def decode(
     """Return the samples decoded at `size`, read from the cache when its source files and size are unchanged.
 
     Unreadable images (truncated, empty, not an image) are skipped and listed in `bad`, or raise
-    BadImageError when bad_images == "fail". The cache lives in `cache_dir` as <key>.npy + <key>.json,
-    written atomically; a changed file (size or mtime), list or size gives a new key.
+    BadImageError when bad_images == "fail". The cache lives in `cache_dir` as <key>.npy + <key>.json
+    (the JSON also lists the bad images, so a cached read reports them too), written atomically; a changed
+    file (size or mtime), list or size gives a new key, and a damaged entry is decoded afresh.
     """
     from tqdm.auto import tqdm
 
@@ -273,15 +276,22 @@ def decode(
     if cache_dir is not None:
         cache_dir = Path(cache_dir)
         npy, json_path = cache_dir / f"{key}.npy", cache_dir / f"{key}.json"
+        remove_temps(cache_dir, older_than_s=3600)  # left by a killed write; a live one (another run) is younger
         if npy.is_file() and json_path.is_file():
-            meta = json.loads(json_path.read_text())
-            if bad_images == "fail" and meta["bad"]:
-                b = meta["bad"][0]
-                raise BadImageError(f"unreadable image {b['path']}: {b['error']} (set bad_images: skip to skip it)")
-            images = np.load(npy, mmap_mode="r")
-            keep = np.array(meta["keep"], dtype=np.int64)
-            return Decoded(images, np.array([samples[i].label for i in keep], dtype=np.int64),
-                           [samples[i].key for i in keep], meta["bad"])
+            try:
+                meta = json.loads(json_path.read_text())
+                images = np.load(npy, mmap_mode="r")
+                keep = np.array(meta["keep"], dtype=np.int64)
+                if images.shape != (len(keep), 3, size, size):
+                    raise ValueError(f"holds {images.shape}, expected {(len(keep), 3, size, size)}")
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                log.warning("decode cache %s is damaged (%s); decoding afresh", npy, e)
+            else:
+                if bad_images == "fail" and meta["bad"]:
+                    b = meta["bad"][0]
+                    raise BadImageError(f"unreadable image {b['path']}: {b['error']} (set bad_images: skip to skip it)")
+                return Decoded(images, np.array([samples[i].label for i in keep], dtype=np.int64),
+                               [samples[i].key for i in keep], meta["bad"])
     out = np.empty((len(samples), 3, size, size), dtype=np.uint8)
     keep: list[int] = []
     bad: list[dict] = []
@@ -289,7 +299,7 @@ def decode(
         try:
             out[len(keep)] = resize_center(read_rgb(s.path), size)
             keep.append(i)
-        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+        except UNREADABLE as e:
             err = f"{type(e).__name__}: {e}"
             if bad_images == "fail":
                 raise BadImageError(f"unreadable image {s.path}: {err} (set bad_images: skip to skip it)") from e

@@ -35,13 +35,14 @@ def run_dir(p: params_mod.Params, out: str | Path | None = None) -> Path:
 
 def read_result(path: str | Path) -> dict[str, Any] | None:
     """Return result.json of a run directory, or None when the run has not finished."""
-    f = Path(path) / RESULT
+    f = Path(path) / RESULT  # exactly this name: a killed write's ".result.json.*.tmp" is never read
     if not f.is_file():
         return None
     try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError:
+        r = json.loads(f.read_text())
+    except ValueError:  # not JSON, not UTF-8: treated as unfinished, so the run is done again
         return None
+    return r if isinstance(r, dict) else None
 
 
 def write_result(path: str | Path, result: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ import csv
 import io
 import logging
 import math
+import os
 import platform
 import random
 import time
@@ -19,20 +20,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoints, data, models, runs, transforms
-from .atomic import atomic_write_bytes, atomic_write_text
-from .params import Params, dump
+from .atomic import atomic_write_bytes, atomic_write_text, remove_temps
+from .params import Params, ParamsError, dump
 
 log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed torch, random and NumPy; optionally ask torch for deterministic kernels."""
+    """Seed torch, random and NumPy; switch torch's deterministic kernels on or off as asked."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (read before its first use)
         torch.backends.cudnn.benchmark = False
+    # Set both ways: a run in the same process after a deterministic one must not inherit the setting.
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -40,7 +43,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but torch sees no CUDA device; use device: auto or cpu")
+        raise ParamsError("key 'device': cuda was asked for but torch sees no CUDA device; use device: auto or cpu")
     return torch.device(name)
 
 
@@ -74,10 +77,15 @@ class Loaded:
         return self.train.bad + self.val.bad + self.test.bad
 
 
-def load_data(p: Params) -> Loaded:
+def load_subset(p: Params) -> data.Subset:
+    """Return the run's class subset and splits (reads only the dataset's meta files)."""
+    return data.load_subset(p.data_root, p.classes, p.num_classes, p.val_fraction, p.split_seed,
+                            p.max_train_per_class, p.max_test_per_class)
+
+
+def load_data(p: Params, subset: data.Subset | None = None) -> Loaded:
     """Return the run's decoded train/val/test splits (through the decode cache)."""
-    subset = data.load_subset(p.data_root, p.classes, p.num_classes, p.val_fraction, p.split_seed,
-                              p.max_train_per_class, p.max_test_per_class)
+    subset = subset or load_subset(p)
     size = p.resolved_image_size
     kw = dict(cache_dir=p.cache_dir, bad_images=p.bad_images, progress=p.progress)
     splits = {name: data.decode(getattr(subset, name), size, desc=f"decode {name} @{size}px", **kw)
@@ -234,16 +242,30 @@ def _save_predictions(path: Path, keys: list[str], ev: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _best_agrees(rdir: Path, state: dict[str, Any]) -> bool:
+    """Return whether best.pt holds the best epoch last.pt records, rewriting it from last.pt where that is the fix."""
+    best = rdir / runs.BEST
+    held = checkpoints.load(best)["epoch"] if best.is_file() else None
+    if state["best_epoch"] in (0, held):
+        return True
+    if state["best_epoch"] == state["epoch"]:  # killed between last.pt and best.pt (see the write order in `run`)
+        checkpoints.save(best, model=state["model"], epoch=state["epoch"])
+        return True
+    return False  # not reachable with that order; a directory written otherwise starts afresh
+
+
 def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[str, Any]:
     """Train and test one run described by `p`; write its run directory; return the result mapping."""
     rdir = runs.run_dir(p, out)
-    rdir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     device = resolve_device(p.device)
     seed_everything(p.seed, p.deterministic)
     if device.type == "cuda" and not p.deterministic:
         torch.backends.cudnn.benchmark = True
 
+    # Everything that can reject the inputs (classes, last.pt, unreadable images with bad_images: fail)
+    # runs before the run directory is touched, so a refused run leaves nothing behind.
+    subset = load_subset(p)
     last_path = rdir / runs.LAST
     state = None
     if resume and last_path.is_file():
@@ -251,12 +273,19 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
         if state.get("fingerprint") != p.fingerprint():
             log.warning("%s was written with other parameters; starting afresh", last_path)
             state = None
+        elif not _best_agrees(rdir, state):
+            log.warning("%s does not hold the best epoch %s records; starting afresh", runs.BEST, last_path)
+            state = None
+    loaded = load_data(p, subset)
+
+    rdir.mkdir(parents=True, exist_ok=True)
+    for tmp in remove_temps(rdir):  # a killed write leaves only ".<name>.<random>.tmp"; never read, cleared here
+        log.info("removed %s left by an interrupted write", tmp.name)
     if state is None:  # a fresh start: nothing stale may be read as this run's output
         for name in (runs.RESULT, runs.METRICS, runs.BEST, runs.LAST, runs.PREDICTIONS, runs.ERROR):
             (rdir / name).unlink(missing_ok=True)
     atomic_write_text(rdir / runs.PARAMS, dump(p))
 
-    loaded = load_data(p)
     model = models.build_from_params(p).to(device)
     use_cl = p.channels_last and device.type == "cuda"
     if use_cl:
@@ -290,8 +319,11 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
     start_epoch, best_val, best_epoch, bad_epochs, resumed_from = 1, math.inf, 0, 0, None
     rows: list[dict[str, float]] = []
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise checkpoints.CheckpointError(f"{last_path} does not fit this model ({e}); re-run without --resume") from None
         start_epoch = state["epoch"] + 1
         best_val, best_epoch, bad_epochs = state["best_val_loss"], state["best_epoch"], state["bad_epochs"]
         rows = _read_metrics(rdir / runs.METRICS, state["epoch"])
@@ -326,14 +358,20 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
         if not math.isfinite(ev["loss"]):
             status, diverged_epoch = "diverged", epoch
             break
-        if ev["loss"] < best_val:
+        improved = ev["loss"] < best_val
+        if improved:
             best_val, best_epoch, bad_epochs = ev["loss"], epoch, 0
-            checkpoints.save(rdir / runs.BEST, model=model.state_dict(), epoch=epoch)
         else:
             bad_epochs += 1
+        # Write order, safe wherever a kill lands: metrics.csv, then last.pt (the commit point of the
+        # epoch), then best.pt. Resume drops metric rows after last.pt's epoch, and when last.pt names
+        # its own epoch as best but best.pt is older (killed before it was written) `_best_agrees`
+        # writes best.pt from last.pt's weights. best.pt never runs ahead of last.pt.
         checkpoints.save(last_path, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
                          best_val_loss=best_val, best_epoch=best_epoch, bad_epochs=bad_epochs,
                          fingerprint=p.fingerprint())
+        if improved:
+            checkpoints.save(rdir / runs.BEST, model=model.state_dict(), epoch=epoch)
         epochs_bar.set_postfix(train_acc=f"{tr['acc']:.3f}", val_acc=f"{ev['acc']:.3f}", val_loss=f"{ev['loss']:.3f}")
     epochs_bar.close()
 
@@ -341,7 +379,7 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
         "status": status, "id": p.id, "seed": p.seed, "profile": p.profile, "fingerprint": p.fingerprint(),
         "model": p.model, "image_size": size, "weights_source": model.weights_source, "freeze": model.freeze,
         "pretrained_imagenet": str(model.weights_source).startswith("ImageNet"),
-        "feature_cache": bool(cached), "device": str(device), "versions": versions(),
+        "feature_cache": bool(cached), "device": str(device), "deterministic": p.deterministic, "versions": versions(),
         "params_total": total, "params_trainable": trainable, "data": loaded.subset.provenance(),
         "bad_images": loaded.bad, "bad_image_count": len(loaded.bad),
         "epochs_run": len(rows), "best_epoch": best_epoch or None, "stopped_early": len(rows) < p.epochs and status == "ok",

@@ -1,0 +1,165 @@
+"""The batch runner: every catalogue row (x seeds) through its parameterised notebook with papermill, resumable."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from . import models, params, runs
+from .atomic import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+KERNEL = "python3"  # a pip-installed ipykernel registers as python3 inside the venv (NOTES)
+PATH_KEYS = ("data_root", "runs_dir", "cache_dir", "weights_path")
+
+
+def notebook_for(p: params.Params) -> str:
+    """Return the notebook file name that runs a catalogue row (one notebook per experiment kind)."""
+    if models.family(p.model) == "small":
+        plain = p.model == "baseline" and not (p.extra_convs or p.extra_pool_after)
+        return "baseline.ipynb" if plain and p.id.endswith("baseline") else "custom.ipynb"
+    if p.model.startswith("vgg"):
+        return "vgg.ipynb"
+    if p.model.startswith("resnet"):
+        return "resnet.ipynb"
+    return "transfer.ipynb"
+
+
+def catalogue(params_dir: str | Path = "params") -> dict[str, Path]:
+    """Return id -> params file for every catalogue row in `params_dir` (profiles excluded)."""
+    files = sorted(Path(params_dir).glob("*.yaml"))
+    return {f.stem: f for f in files}
+
+
+def select(ids: Iterable[str] | None, params_dir: str | Path = "params") -> dict[str, Path]:
+    """Return the rows named by `ids` (all when empty), with a did-you-mean error for an unknown id."""
+    rows = catalogue(params_dir)
+    if not rows:
+        raise params.ParamsError(f"no experiment files (*.yaml) in {params_dir}")
+    ids = list(ids or [])
+    if not ids:
+        return rows
+    unknown = [i for i in ids if i not in rows]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], rows, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise params.ParamsError(f"unknown experiment id {unknown[0]!r}.{hint} Known ids: {', '.join(rows)}")
+    return {i: rows[i] for i in ids}
+
+
+def _absolute(p: params.Params) -> params.Params:
+    changes = {k: str(Path(getattr(p, k)).expanduser().resolve()) for k in PATH_KEYS if getattr(p, k)}
+    return p.replace(**changes)
+
+
+@dataclass
+class Job:
+    """One run of the batch: a catalogue row at one seed."""
+
+    params: params.Params
+    params_file: Path
+    notebook: Path
+
+    @property
+    def run_dir(self) -> Path:
+        """Return where this job writes."""
+        return runs.run_dir(self.params)
+
+    @property
+    def name(self) -> str:
+        """Return "id seedN"."""
+        return f"{self.params.id} seed{self.params.seed}"
+
+
+def plan(profile: str, ids: Iterable[str] | None = None, params_dir: str | Path = "params",
+         notebooks_dir: str | Path = "notebooks", overrides: dict | None = None) -> list[Job]:
+    """Return the batch's jobs; every params file is resolved and validated before anything runs."""
+    jobs: list[Job] = []
+    for rid, path in select(ids, params_dir).items():
+        p = _absolute(params.load(path, profile=profile, overrides=overrides, params_dir=params_dir))
+        nb = Path(notebooks_dir) / notebook_for(p)
+        if not nb.is_file():
+            raise FileNotFoundError(f"notebook {nb} for {rid} is missing")
+        for seed in p.seeds:
+            jobs.append(Job(p.replace(seed=seed), path, nb))
+    return jobs
+
+
+@dataclass
+class Outcome:
+    """What happened to one job."""
+
+    job: Job
+    status: str  # "ok", "diverged", "skipped", "failed"
+    seconds: float
+    error: str = ""
+
+
+def execute(job: Job, progress: bool = False) -> Outcome:
+    """Run one job's notebook with papermill into its run directory; record a failure instead of raising."""
+    import papermill as pm
+
+    rdir = job.run_dir
+    rdir.mkdir(parents=True, exist_ok=True)
+    (rdir / runs.ERROR).unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    out_nb = rdir / runs.NOTEBOOK
+    try:
+        pm.execute_notebook(
+            str(job.notebook), str(out_nb), parameters=job.params.to_dict(), kernel_name=KERNEL,
+            progress_bar=False, log_output=False, cwd=str(Path.cwd()),
+        )
+    except Exception as e:  # PapermillExecutionError, a dead kernel, ...
+        ename = getattr(e, "ename", type(e).__name__)
+        evalue = getattr(e, "evalue", str(e))
+        msg = f"{ename}: {evalue}"
+        atomic_write_text(rdir / runs.ERROR, f"{msg}\n\nnotebook: {out_nb}\n\n{traceback.format_exc()}")
+        return Outcome(job, "failed", time.perf_counter() - t0, msg)
+    result = runs.read_result(rdir) or {}
+    return Outcome(job, result.get("status", "failed"), time.perf_counter() - t0,
+                   "" if result else "the notebook finished without writing result.json")
+
+
+def run_batch(jobs: list[Job], progress: bool = True, rerun: bool = False) -> list[Outcome]:
+    """Execute the jobs in order, skipping finished runs with unchanged parameters; failures do not stop the batch."""
+    from tqdm.auto import tqdm
+
+    outcomes: list[Outcome] = []
+    bar = tqdm(jobs, desc="batch", unit="run", disable=not progress)
+    for job in bar:
+        bar.set_postfix_str(job.name)
+        if not rerun and runs.is_finished(job.run_dir, job.params):
+            outcomes.append(Outcome(job, "skipped", 0.0))
+            continue
+        outcome = execute(job)
+        outcomes.append(outcome)
+        line = f"{job.name}: {outcome.status} in {outcome.seconds:.0f}s"
+        if outcome.error:
+            line += f" ({outcome.error.splitlines()[0][:200]}; see {job.run_dir / runs.ERROR})"
+        (log.warning if outcome.status == "failed" else log.info)(line)
+    bar.close()
+    return outcomes
+
+
+def summary(outcomes: list[Outcome]) -> str:
+    """Return a short text summary of a batch."""
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    lines = [", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to do"]
+    for o in outcomes:
+        if o.status == "failed":
+            lines.append(f"  FAILED {o.job.name}: {o.error.splitlines()[0][:200] if o.error else ''} ({o.job.run_dir / runs.ERROR})")
+    return "\n".join(lines)
+
+
+def env_for_kernels() -> None:
+    """Make child kernels quiet and non-interactive (matplotlib without a display)."""
+    os.environ.setdefault("MPLBACKEND", "Agg")

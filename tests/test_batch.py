@@ -1,0 +1,82 @@
+"""The batch runner and the report: a tiny batch through papermill, a failing row, resume, the HTML report."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from foodcnn import batch, params, report, runs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def study_dirs(tmp_path, tiny_synth, monkeypatch):
+    """A params folder with three catalogue rows and one that fails at run time, and a runs folder."""
+    pdir = tmp_path / "params"
+    (pdir / "profiles").mkdir(parents=True)
+    for rid in ("b_baseline", "b_custom3", "b_resnet_stock"):
+        shutil.copy(ROOT / "params" / f"{rid}.yaml", pdir)
+    shutil.copy(ROOT / "params" / "published.csv", pdir)
+    shutil.copy(ROOT / "params" / "profiles" / "tiny.yaml", pdir / "profiles")
+    # passes validation, fails inside the notebook: ImageNet weights required but not in an empty TORCH_HOME
+    (pdir / "x_broken.yaml").write_text("report: X\nmodel: vgg16\nfreeze: head\nchange: needs weights\n")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv("FOODCNN_ALLOW_DOWNLOAD", raising=False)
+    monkeypatch.chdir(tmp_path)
+    overrides = {"data_root": str(tiny_synth), "num_classes": 4, "runs_dir": str(tmp_path / "runs"),
+                 "cache_dir": str(tmp_path / "cache")}
+    return pdir, overrides
+
+
+def test_batch_runs_rows_records_failure_resumes_and_reports(study_dirs, tmp_path):
+    pdir, overrides = study_dirs
+    jobs = batch.plan("tiny", params_dir=pdir, notebooks_dir=ROOT / "notebooks", overrides=overrides)
+    broken = next(j for j in jobs if j.params.id == "x_broken")
+    jobs = [j if j is not broken else batch.Job(j.params.replace(pretrained="required"), j.params_file, j.notebook)
+            for j in jobs]
+    outcomes = batch.run_batch(jobs, progress=False)
+    status = {o.job.params.id: o.status for o in outcomes}
+    assert status == {"b_baseline": "ok", "b_custom3": "ok", "b_resnet_stock": "ok", "x_broken": "failed"}
+    failed_dir = next(o.job.run_dir for o in outcomes if o.status == "failed")
+    assert "WeightsUnavailable" in (failed_dir / runs.ERROR).read_text()
+    assert (failed_dir / runs.NOTEBOOK).is_file()  # papermill still writes the notebook with the error cell
+    for o in outcomes:
+        if o.status == "ok":
+            assert (o.job.run_dir / runs.NOTEBOOK).is_file() and runs.is_finished(o.job.run_dir, o.job.params)
+
+    again = batch.run_batch(jobs, progress=False)  # a re-run skips finished rows and retries the failed one
+    assert {o.job.params.id: o.status for o in again} == {
+        "b_baseline": "skipped", "b_custom3": "skipped", "b_resnet_stock": "skipped", "x_broken": "failed"}
+    assert "1 failed" in batch.summary(again) and "x_broken" in batch.summary(again)
+
+    out = report.render("tiny", runs_dir=tmp_path / "runs", params_dir=pdir, notebooks_dir=ROOT / "notebooks",
+                        out_dir=tmp_path / "reports")
+    html = out["html"].read_text()
+    assert "published test %" in html and "Δ test (pp)" in html  # measured beside published
+    assert "b_custom3" in html and "46.92" in html  # a row and its published test accuracy
+    assert "Synthetic data" in html  # the banner
+    assert "x_broken" in html  # the failed row is listed
+    assert "report.collect(" not in html and "from foodcnn import" not in html  # no code cells
+
+
+def test_plan_validates_every_row_before_running(tmp_path):
+    pdir = tmp_path / "params"
+    pdir.mkdir()
+    (pdir / "ok.yaml").write_text("lr: 0.001\n")
+    (pdir / "bad.yaml").write_text("lr: -1\n")
+    with pytest.raises(params.ParamsError, match="bad.yaml"):
+        batch.plan("", params_dir=pdir, notebooks_dir=ROOT / "notebooks")
+    with pytest.raises(params.ParamsError, match="Did you mean 'ok'"):
+        batch.select(["okk"], params_dir=pdir)
+
+
+def test_seeds_expand_into_runs(tmp_path):
+    pdir = tmp_path / "params"
+    pdir.mkdir()
+    (pdir / "row.yaml").write_text("seeds: [0, 3]\n")
+    jobs = batch.plan("", params_dir=pdir, notebooks_dir=ROOT / "notebooks")
+    assert [j.params.seed for j in jobs] == [0, 3]
+    assert jobs[0].run_dir != jobs[1].run_dir

