@@ -5,7 +5,6 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.foodcnn-installed
 PROFILE ?= demo
-export MPLBACKEND := Agg
 
 .PHONY: setup report test bench data lab clean clean-runs
 

@@ -42,6 +42,7 @@ def parameters(source: str):
 
 
 EXPERIMENT_SETUP = """\
+%matplotlib inline
 from foodcnn import params
 
 p = params.from_mapping({k: globals()[k] for k in params.FIELDS}, source="notebook parameters")
@@ -107,7 +108,7 @@ def summary() -> None:
                           "Every experiment of two course reports, rerun by one command, with our numbers beside "
                           "theirs: **A** — *Implementation of Four Convolution Neural Network and Their "
                           "Visualization*; **B** — *Diving Deep for Accuracy with Convolutional Neural Networks*."),
-        new_code_cell("from IPython.display import HTML, Markdown, display\n"
+        new_code_cell("%matplotlib inline\nfrom IPython.display import HTML, Markdown, display\n"
                       "from foodcnn import report, stats, viz\n\n"
                       "study = report.collect(runs_dir, profile, params_dir)\n"
                       "display(HTML(report.banner(study)))\n"
@@ -125,6 +126,22 @@ def summary() -> None:
         new_markdown_cell("## Learning curves\n\nTrain (blue) and validation (orange) loss and accuracy of every run; "
                           "the star marks the best epoch (lowest validation loss), whose weights were tested."),
         new_code_cell("for fig in report.curve_figures(study):\n    display(fig)"),
+        new_markdown_cell("## Seeds, error bars and significance\n\n"
+                          "Both reports drew conclusions from single runs. Here each row is run once per seed of "
+                          "the profile; the table gives mean ± standard deviation over seeds. Each row is then "
+                          "compared with the row it changes (its `parent`) on the same test images: a paired "
+                          "bootstrap over test images (and seeds) gives a 95 % interval for the change in test "
+                          "accuracy, and McNemar's exact test on per-image correctness gives a p-value. A change "
+                          "is called *better* or *worse* only when the interval excludes zero **and** p < 0.05."),
+        new_code_cell("report.seed_table(study)"),
+        new_code_cell("report.ablation_figure(study)"),
+        new_code_cell("report.ablation_table(study)"),
+        new_markdown_cell("## Do our runs support the reports' claims?\n\n"
+                          "Each conclusion the reports drew, restated, with the comparison that tests it. "
+                          "*Supported*: our runs show the claimed direction; *refuted*: a significant change the "
+                          "other way (or, for \"no difference\" claims, a significant difference); *cannot tell*: "
+                          "the difference is within noise; *not run*: one side has no finished run."),
+        new_code_cell("display(Markdown(report.claims_overview(study)))\nreport.claims_table(study)"),
         new_markdown_cell("## Cost\n\nWall time of the whole run, training throughput, trainable parameters and "
                           "the epoch early stopping kept. Frozen-backbone rows train the head on cached features."),
         new_code_cell("report.cost_table(study)"),

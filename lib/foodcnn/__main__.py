@@ -52,7 +52,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_batch(args: argparse.Namespace) -> int:
     from . import batch
 
-    batch.env_for_kernels()
     jobs = batch.plan(args.profile, args.ids, params_dir=args.params_dir, notebooks_dir=args.notebooks_dir,
                       overrides=_overrides(args.set))
     print(f"{len(jobs)} run(s) planned for profile {args.profile}")
@@ -62,9 +61,8 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from . import batch, report
+    from . import report
 
-    batch.env_for_kernels()
     out = report.render(args.profile, runs_dir=args.runs_dir, params_dir=args.params_dir,
                         notebooks_dir=args.notebooks_dir, out_dir=args.out)
     print(f"report: {out['html']}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -158,8 +157,3 @@ def summary(outcomes: list[Outcome]) -> str:
         if o.status == "failed":
             lines.append(f"  FAILED {o.job.name}: {o.error.splitlines()[0][:200] if o.error else ''} ({o.job.run_dir / runs.ERROR})")
     return "\n".join(lines)
-
-
-def env_for_kernels() -> None:
-    """Make child kernels quiet and non-interactive (matplotlib without a display)."""
-    os.environ.setdefault("MPLBACKEND", "Agg")

@@ -144,6 +144,15 @@ def _pm(values: pd.Series) -> str:
     return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
 
 
+def _delta_style(v: Any) -> str:
+    # red when we are below the published figure, blue above; stronger with the gap (NaN: no colour)
+    if v is None or pd.isna(v):
+        return ""
+    a = min(abs(float(v)) / 40.0, 1.0) * 0.6
+    rgb = "213, 94, 0" if v < 0 else "0, 114, 178"
+    return f"background-color: rgba({rgb}, {a:.2f})"
+
+
 def _weights_flag(row: pd.Series) -> str:
     if row["pretrained_imagenet"]:
         return "ImageNet"
@@ -157,7 +166,9 @@ def styled(df: pd.DataFrame) -> "pd.io.formats.style.Styler":
     fmt = {c: "{:.2f}" for c in df.columns if "%" in c or "loss" in c or "pp" in c}
     sty = df.style.format(fmt, na_rep="—").hide(axis="index")
     if "Δ test (pp)" in df.columns:
-        sty = sty.background_gradient(subset=["Δ test (pp)"], cmap="RdBu", vmin=-40, vmax=40)
+        sty = sty.map(_delta_style, subset=["Δ test (pp)"])
+    if "change" in df.columns:
+        sty = sty.set_properties(subset=["change"], **{"text-align": "left"})
     if "weights" in df.columns:
         sty = sty.map(lambda v: "color: #b00; font-weight: bold" if str(v).startswith("⚠") else "", subset=["weights"])
     return sty.set_table_styles([{"selector": "th", "props": "text-align: left; font-size: 0.9em"},
@@ -383,3 +394,109 @@ def problems(study: Study) -> str:
             names = ", ".join(b["key"] for b in r["bad_images"][:10])
             lines.append(f"- **{r['id']}**: {r['bad_image_count']} unreadable image(s) skipped: {names}")
     return "\n".join(lines) if lines else "None: every run finished and every image was readable."
+
+
+# --------------------------------------------------------------------------------------------
+# Seeds and significance (stats.py computes; these format for the report)
+# --------------------------------------------------------------------------------------------
+
+VERDICT_COLOURS = {"supported": "#d9f2d9", "refuted": "#f9d6d5", "cannot tell": "#f2f2f2", "not run": "#ffffff",
+                   "better": "#d9f2d9", "worse": "#f9d6d5", "no detectable difference": "#f2f2f2"}
+
+
+def _verdict_style(v: Any) -> str:
+    colour = VERDICT_COLOURS.get(str(v))
+    return f"background-color: {colour}" if colour else ""
+
+
+def seed_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
+    """Return mean ± sd over seeds of train/val/test accuracy (%) and test loss, per row."""
+    from . import stats
+
+    if not len(study.results):
+        return pd.DataFrame()
+    s = stats.seed_summary(study.results)
+    out = pd.DataFrame({"id": s["id"], "seeds": s["n_seeds"]})
+    for m, label in (("train_acc", "train %"), ("val_acc", "val %"), ("test_acc", "test %")):
+        out[label] = [_fmt_ms(100 * a, 100 * b) for a, b in zip(s[f"{m}_mean"], s[f"{m}_std"])]
+    out["test loss"] = [_fmt_ms(a, b, 3) for a, b in zip(s["test_loss_mean"], s["test_loss_std"])]
+    return out.style.hide(axis="index")
+
+
+def _fmt_ms(mean: float, std: float, digits: int = 2) -> str:
+    if pd.isna(mean):
+        return "—"
+    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def ablation_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
+    """Return each row's change against its parent with a 95 % interval, McNemar p and a verdict."""
+    from . import stats
+
+    if not len(study.results):
+        return pd.DataFrame()
+    t = stats.ablation_table(study.results, study.predictions)
+    if not len(t):
+        return t
+    t = t.merge(study.results.groupby("id")["change"].first(), left_on="id", right_index=True, how="left")
+    t = t[["id", "parent", "change", "n_seeds", "delta_pp", "ci_low_pp", "ci_high_pp", "p_value", "verdict"]]
+    t = t.rename(columns={"n_seeds": "seeds", "delta_pp": "Δ test (pp)", "ci_low_pp": "95% CI low",
+                          "ci_high_pp": "95% CI high", "p_value": "McNemar p"})
+    return (t.style.hide(axis="index")
+            .format({"Δ test (pp)": "{:+.2f}", "95% CI low": "{:+.2f}", "95% CI high": "{:+.2f}", "McNemar p": "{:.3g}"},
+                    na_rep="—")
+            .map(_verdict_style, subset=["verdict"]))
+
+
+def ablation_figure(study: Study) -> "Any":
+    """Return a forest plot: each row's test-accuracy change against its parent with its 95 % interval."""
+    import matplotlib.pyplot as plt
+
+    from . import stats
+
+    t = stats.ablation_table(study.results, study.predictions) if len(study.results) else pd.DataFrame()
+    t = t.dropna(subset=["ci_low_pp"]) if len(t) else t
+    fig = plt.figure(figsize=(8, max(2.5, 0.3 * len(t) + 1.2)))
+    plt.close(fig)
+    ax = fig.add_subplot(111)
+    if not len(t):
+        ax.text(0.5, 0.5, "no row has both itself and its parent finished", ha="center", va="center")
+        ax.axis("off")
+        return fig
+    y = np.arange(len(t))[::-1]
+    colours = t["verdict"].map({"better": "#009e73", "worse": "#d55e00"}).fillna("#777777")
+    ax.errorbar(t["delta_pp"], y, xerr=[t["delta_pp"] - t["ci_low_pp"], t["ci_high_pp"] - t["delta_pp"]],
+                fmt="none", ecolor="#999", capsize=3)
+    ax.scatter(t["delta_pp"], y, c=colours, zorder=3)
+    ax.axvline(0, color="#333", lw=1)
+    ax.set_yticks(y, [f"{c} vs {p}" for c, p in zip(t["id"], t["parent"])])
+    ax.set_xlabel("test accuracy change against the parent row (percentage points, 95 % interval)")
+    ax.set_title("Which changes are distinguishable from noise? (green better, red worse, grey cannot tell)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def claims_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
+    """Return the reports' conclusions and whether our runs support them, refute them or cannot tell."""
+    from . import stats
+
+    t = stats.claims_table(study.results, study.predictions) if len(study.results) else pd.DataFrame()
+    if not len(t):
+        return t
+    t = t[["report", "claim", "child", "parent", "expected", "delta", "p_value", "verdict"]].rename(
+        columns={"delta": "Δ test (pp) [95% CI]", "p_value": "McNemar p", "expected": "the report says"})
+    return (t.style.hide(axis="index").format({"McNemar p": "{:.3g}"}, na_rep="—")
+            .map(_verdict_style, subset=["verdict"])
+            .set_properties(subset=["claim"], **{"text-align": "left", "max-width": "28em"}))
+
+
+def claims_overview(study: Study) -> str:
+    """Return a one-line Markdown count of supported / refuted / cannot tell / not run claims."""
+    from . import stats
+
+    if not len(study.results):
+        return ""
+    counts = stats.claims_table(study.results, study.predictions)["verdict"].value_counts()
+    parts = [f"**{counts.get(v, 0)}** {v}" for v in ("supported", "refuted", "cannot tell", "not run")]
+    return "Claims: " + ", ".join(parts) + "."

@@ -346,7 +346,8 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
         tr = train_one_epoch(net, train_s, optimizer, g, device, p.amp, p.progress, f"epoch {epoch}")
         if not math.isfinite(tr["loss"]):
             status, diverged_epoch = "diverged", epoch
-            log.warning("%s: loss became NaN/inf in epoch %d; stopping (best epoch %d kept)", p.id, epoch, best_epoch)
+            log.warning("%s: loss became NaN/inf in epoch %d; stopping (%s)", p.id, epoch,
+                        f"best epoch {best_epoch} kept" if best_epoch else "no epoch finished")
             break
         train_images += tr["images"]
         train_seconds += tr["seconds"]

@@ -1,0 +1,232 @@
+"""Nothing lost, nothing confusing: bad images, bad parameters, a real SIGKILL, divergence, determinism, unsafe checkpoints."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from conftest import write_food101
+from foodcnn import __main__ as cli
+from foodcnn import checkpoints, data, params, runs, train
+
+COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "best_epoch", "epochs_run")
+
+
+def _params_file(path, **kw):
+    """Write an experiment YAML for the tiny CPU setup and return its path."""
+    base = dict(model="baseline", num_classes=4, image_size=20, batch_size=16, progress=False, pretrained="none",
+                device="cpu")
+    path.write_text(yaml.safe_dump({**base, **kw}))
+    return path
+
+
+def _cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "foodcnn", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _metrics(rdir) -> pd.DataFrame:
+    return pd.read_csv(rdir / runs.METRICS).drop(columns="seconds")
+
+
+def _faults(base) -> dict[str, str]:
+    """Turn some images of a generated tree (train and test) into odd or broken files; return key -> fault of the unreadable."""
+    meta = {s: json.loads((base / "meta" / f"{s}.json").read_text()) for s in ("train", "test")}
+    rgb = np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    jpeg = io.BytesIO()
+    Image.fromarray(rgb).save(jpeg, format="JPEG", quality=90)
+    makers = {
+        "truncated": lambda f: f.write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2]),
+        "empty": lambda f: f.write_bytes(b""),
+        "not an image": lambda f: f.write_text("<html>404 not found</html>\n"),
+        "png": lambda f: Image.fromarray(rgb).save(f, format="PNG"),
+        "grayscale": lambda f: Image.fromarray(rgb[..., 0]).save(f, format="JPEG"),
+        "cmyk": lambda f: Image.fromarray(rgb).convert("CMYK").save(f, format="JPEG"),
+        "16-bit": lambda f: Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(f, format="PNG"),
+        "palette": lambda f: Image.fromarray(rgb).convert("P").save(f, format="PNG"),
+    }
+    bad = {}
+    for split in ("train", "test"):
+        for key, (fault, make) in zip(meta[split]["a"], makers.items()):
+            make(base / "images" / f"{key}.jpg")
+            if fault in ("truncated", "empty", "not an image"):
+                bad[key] = fault
+    return bad
+
+
+def test_bad_images_are_converted_or_skipped_and_named(tmp_path, tiny_params):
+    base = write_food101(tmp_path / "data", ["a", "b"], n_train=12, n_test=10)
+    bad = _faults(base)
+    p = tiny_params(data_root=str(base), num_classes=2, epochs=1)
+    result = train.run(p)
+    assert result["status"] == "ok" and result["test_acc"] is not None  # nothing crashed mid-epoch
+    saved = runs.read_result(runs.run_dir(p))
+    assert saved["bad_image_count"] == 6 and {b["key"]: b["path"] for b in saved["bad_images"]} == {
+        k: str(base / "images" / f"{k}.jpg") for k in bad}
+    errors = {b["key"]: b["error"] for b in saved["bad_images"]}
+    assert all(("truncated" if bad[k] == "truncated" else "cannot identify") in errors[k] for k in bad), errors
+    # every readable odd image (PNG named .jpg, grayscale, CMYK, 16-bit, palette) was converted and used
+    assert len(runs.open_run(runs.run_dir(p)).predictions["keys"]) == 20 - 3
+    n_cached = len(list((tmp_path / "cache").glob("*.npy")))
+    again = train.run(p.replace(runs_dir=str(tmp_path / "again")))  # decoded splits come from the cache
+    assert again["bad_images"] == saved["bad_images"] and len(list((tmp_path / "cache").glob("*.npy"))) == n_cached
+    for cache in ("cache", "fresh"):  # bad_images: fail, from the cache and decoding afresh
+        strict = p.replace(bad_images="fail", runs_dir=str(tmp_path / f"strict_{cache}"),
+                           cache_dir=str(tmp_path / cache))
+        with pytest.raises(data.BadImageError, match="unreadable image") as e:
+            train.run(strict)
+        assert any(f"{k}.jpg" in str(e.value) for k in bad)
+        assert not (tmp_path / f"strict_{cache}").exists()  # refused before anything was written
+
+
+def test_bad_parameters_fail_at_the_door(tmp_path, tiny_synth, capsys):
+    bad = _params_file(tmp_path / "bad.yaml", pateince=3, data_root=str(tiny_synth), runs_dir=str(tmp_path / "runs"))
+    done = _cli("run", str(bad), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "bad.yaml" in done.stderr and "'pateince'" in done.stderr and "Did you mean 'patience'" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "runs").exists()
+    pizza = _params_file(tmp_path / "pizza.yaml", classes=["pizza"], data_root=str(tiny_synth),
+                         runs_dir=str(tmp_path / "runs"))
+    assert cli.main(["run", str(pizza)]) == 2
+    err = capsys.readouterr().err
+    assert "key 'classes': pizza" in err and data.load_subset(tiny_synth, num_classes=4).classes[0] in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_synth, monkeypatch):
+    cache = tmp_path / "cache"
+    exp = _params_file(tmp_path / "kill.yaml", data_root=str(tiny_synth), cache_dir=str(cache), patience=6)
+    p = params.load(exp, overrides={"epochs": 6})
+    ref = train.run(p, out=tmp_path / "ref")  # also fills the decode cache
+    ref_rows = _metrics(tmp_path / "ref")
+
+    rdir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "foodcnn", "run", str(exp), "--set", "epochs=6", "--out", str(rdir)]
+    with open(tmp_path / "log.txt", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        deadline = time.time() + 240
+        while proc.poll() is None and time.time() < deadline:
+            if (rdir / runs.LAST).is_file() and checkpoints.load(rdir / runs.LAST)["epoch"] >= 1:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, (tmp_path / "log.txt").read_text()
+        time.sleep(0.4 * pd.read_csv(rdir / runs.METRICS).seconds.iloc[0])  # into the next epoch
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "log.txt").read_text()
+    killed_at = checkpoints.load(rdir / runs.LAST)["epoch"]
+    assert 1 <= killed_at < 6 and not (rdir / runs.RESULT).exists()
+    # what a killed atomic write leaves: temp files that no reader may take for the real thing
+    (rdir / ".result.json.k1ll3d.tmp").write_text(json.dumps({**ref, "fingerprint": p.fingerprint()}))
+    (rdir / ".last.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")
+    (cache / ".x.npy.old.tmp").write_bytes(b"")
+    os.utime(cache / ".x.npy.old.tmp", (0, 0))
+    (cache / ".x.npy.live.tmp").write_bytes(b"")  # young: could be another run's write in progress
+    assert runs.read_result(rdir) is None and not runs.is_finished(rdir, p)
+
+    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not list(rdir.glob(".*.tmp")) and not (cache / ".x.npy.old.tmp").exists()
+    assert (cache / ".x.npy.live.tmp").exists() and not (rdir / runs.LAST).exists()
+    resumed = runs.read_result(rdir)
+    assert resumed["resumed_from_epoch"] == killed_at
+    assert {k: resumed[k] for k in COMPARED} == {k: ref[k] for k in COMPARED}
+    pd.testing.assert_frame_equal(_metrics(rdir), ref_rows)
+
+    # A kill between last.pt and best.pt of an improving epoch (the write order in train.run):
+    # last.pt names the epoch as best, best.pt is older or missing; resume must rebuild best.pt.
+    real_save, cut = checkpoints.save, tmp_path / "cut"
+
+    def killed_before_best(path, **content):
+        if str(path).endswith(runs.BEST) and content["epoch"] == ref["best_epoch"]:
+            raise KeyboardInterrupt
+        real_save(path, **content)
+
+    monkeypatch.setattr(checkpoints, "save", killed_before_best)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(p, out=cut)
+    monkeypatch.setattr(checkpoints, "save", real_save)
+    assert checkpoints.load(cut / runs.LAST)["best_epoch"] == ref["best_epoch"]
+    assert not (cut / runs.BEST).exists() or checkpoints.load(cut / runs.BEST)["epoch"] < ref["best_epoch"]
+    again = train.run(p, out=cut, resume=True)
+    assert {k: again[k] for k in COMPARED} == {k: ref[k] for k in COMPARED}
+
+
+def test_real_divergence_is_a_finished_run(tiny_params):
+    p = tiny_params(lr=1e30, epochs=3)  # Adam's first step moves every weight by lr: the next forward overflows
+    result = train.run(p)
+    rdir = runs.run_dir(p)
+    assert result["status"] == "diverged" and result["diverged_epoch"] == 1
+    assert result["best_epoch"] is None and result["test_acc"] is None and not (rdir / runs.BEST).exists()
+    assert "diverged" in train.describe(result)
+    assert runs.read_result(rdir)["status"] == "diverged" and runs.is_finished(rdir, p)  # the batch goes on
+
+
+def test_deterministic_runs_repeat_exactly_and_record_provenance(tiny_params, monkeypatch):
+    calls = []
+    real = torch.use_deterministic_algorithms
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda mode, **kw: (calls.append(mode), real(mode, **kw)))
+    pa, pb = (tiny_params(deterministic=True, augment="hflip", runs_dir=f"{tiny_params().runs_dir}/{d}") for d in "ab")
+    try:
+        a, b = train.run(pa), train.run(pb)
+        assert calls == [True, True]
+    finally:
+        real(False)
+    assert {k: a[k] for k in COMPARED} == {k: b[k] for k in COMPARED}
+    pd.testing.assert_frame_equal(_metrics(runs.run_dir(pa)), _metrics(runs.run_dir(pb)))
+    assert a["device"] == "cpu" and a["seed"] == 0 and a["deterministic"] is True
+    assert set(a["versions"]) >= {"python", "torch", "torchvision", "numpy", "foodcnn"}
+    assert a["versions"]["torch"] == torch.__version__
+    train.seed_everything(0, deterministic=False)  # a later run does not inherit the setting
+    assert calls[-1] is False and not torch.are_deterministic_algorithms_enabled()
+
+
+class _Payload:
+    """Unpickling this runs a shell command (what a hostile checkpoint would do)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_tampered_and_foreign_checkpoints_are_refused(tmp_path, tiny_synth, capsys):
+    good = tmp_path / "good.pt"
+    checkpoints.save(good, model=torch.nn.Linear(3, 2).state_dict(), epoch=1)
+    marker = tmp_path / "pwned"
+    files = {"random.pt": os.urandom(2048), "empty.pt": b"", "truncated.pt": good.read_bytes()[:200]}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    torch.save({"format": checkpoints.FORMAT, "model": _Payload(marker)}, tmp_path / "evil.pt")
+    torch.save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "foreign.pt")
+    for name in [*files, "evil.pt"]:
+        with pytest.raises(checkpoints.CheckpointError, match="cannot be loaded safely") as e:
+            checkpoints.load(tmp_path / name)
+        assert name in str(e.value) and "Re-running" not in str(e.value)  # not torch's advice to load unsafely
+    assert not marker.exists()  # the payload did not run...
+    torch.load(tmp_path / "evil.pt", weights_only=False)
+    assert marker.exists()  # ...though it would have, loaded unsafely
+    with pytest.raises(checkpoints.CheckpointError, match="not a foodcnn checkpoint"):
+        checkpoints.load(tmp_path / "foreign.pt")
+    assert checkpoints.load(good)["epoch"] == 1
+
+    rdir = tmp_path / "run"
+    rdir.mkdir()
+    (rdir / runs.LAST).write_bytes(os.urandom(512))
+    exp = _params_file(tmp_path / "r.yaml", data_root=str(tiny_synth), cache_dir=str(tmp_path / "cache"))
+    assert cli.main(["run", str(exp), "--out", str(rdir), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "error: checkpoint" in err and str(rdir / runs.LAST) in err and "Traceback" not in err
