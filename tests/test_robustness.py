@@ -107,7 +107,8 @@ def test_bad_parameters_fail_at_the_door(tmp_path, tiny_synth, capsys):
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_synth, monkeypatch):
     cache = tmp_path / "cache"
-    exp = _params_file(tmp_path / "kill.yaml", data_root=str(tiny_synth), cache_dir=str(cache), patience=6)
+    exp = _params_file(tmp_path / "kill.yaml", data_root=str(tiny_synth), cache_dir=str(cache), patience=6,
+                       image_size=16, batch_size=32)  # the smallest input the baseline takes: quick epochs
     p = params.load(exp, overrides={"epochs": 6})
     ref = train.run(p, out=tmp_path / "ref")  # also fills the decode cache
     ref_rows = _metrics(tmp_path / "ref")
@@ -178,7 +179,8 @@ def test_deterministic_runs_repeat_exactly_and_record_provenance(tiny_params, mo
     calls = []
     real = torch.use_deterministic_algorithms
     monkeypatch.setattr(torch, "use_deterministic_algorithms", lambda mode, **kw: (calls.append(mode), real(mode, **kw)))
-    pa, pb = (tiny_params(deterministic=True, augment="hflip", runs_dir=f"{tiny_params().runs_dir}/{d}") for d in "ab")
+    pa, pb = (tiny_params(deterministic=True, augment="hflip", image_size=16, runs_dir=f"{tiny_params().runs_dir}/{d}")
+              for d in "ab")
     try:
         a, b = train.run(pa), train.run(pb)
         assert calls == [True, True]

@@ -108,6 +108,9 @@ def execute(job: Job, progress: bool = False) -> Outcome:
     rdir = job.run_dir
     rdir.mkdir(parents=True, exist_ok=True)
     (rdir / runs.ERROR).unlink(missing_ok=True)
+    if not runs.is_finished(rdir, job.params):  # a result of other parameters must not stand for this job
+        (rdir / runs.RESULT).unlink(missing_ok=True)
+    atomic_write_text(rdir / runs.PARAMS, params.dump(job.params))  # the report lists the job even if it fails early
     t0 = time.perf_counter()
     out_nb = rdir / runs.NOTEBOOK
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import colorsys
 import json
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -29,11 +28,12 @@ FOOD101_NAMES = (
     "chocolate_mousse churros clam_chowder club_sandwich crab_cakes creme_brulee croque_madame cup_cakes"
 ).split()
 
-SHAPES = ("disc", "ring", "square", "triangle", "cross")
+PATTERNS = ("plain", "stripes", "checks", "dots", "rings")
 # Six hues around the wheel, ordered so that the first four (used by 20 classes) are well spread.
 HUES = (0.02, 0.52, 0.18, 0.68, 0.35, 0.85)
 HUE_JITTER = 0.06
 JPEG_QUALITY = 90
+SCALE_FOOD, SCALE_CLUTTER = 0.4, 0.12  # object half-size as a fraction of the short side
 
 
 def class_names(num_classes: int = 20) -> list[str]:
@@ -44,9 +44,9 @@ def class_names(num_classes: int = 20) -> list[str]:
 
 
 def class_recipe(index: int) -> tuple[str, float]:
-    """Return the (shape, hue) that defines the class at this alphabetical index."""
-    # Shape and hue vary independently, so neither colour alone nor shape alone names the class.
-    return SHAPES[index % len(SHAPES)], HUES[index // len(SHAPES)]
+    """Return the (surface pattern, hue) that defines the class at this alphabetical index."""
+    # Pattern and hue vary independently, so colour alone names a class only up to its pattern.
+    return PATTERNS[index % len(PATTERNS)], HUES[index // len(PATTERNS)]
 
 
 def _label(name: str) -> str:
@@ -72,81 +72,84 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(h % 1.0, float(np.clip(s, 0, 1)), float(np.clip(v, 0, 1)))) * 255.0
 
 
-def _polygon(cx: float, cy: float, pts: np.ndarray, scale: float, angle: float) -> list[tuple[float, float]]:
-    c, s = math.cos(angle), math.sin(angle)
-    rot = pts @ np.array([[c, s], [-s, c]]) * scale
-    return [(cx + x, cy + y) for x, y in rot]
-
-
-_UNIT = {
-    "square": np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], float) * 0.8,
-    "triangle": np.array([[0, -1.1], [0.95, 0.65], [-0.95, 0.65]], float),
-    "cross": np.array(
-        [[-0.3, -1], [0.3, -1], [0.3, -0.3], [1, -0.3], [1, 0.3], [0.3, 0.3],
-         [0.3, 1], [-0.3, 1], [-0.3, 0.3], [-1, 0.3], [-1, -0.3], [-0.3, -0.3]], float),
-}
-_CIRCLE = np.stack([np.cos(np.linspace(0, 2 * np.pi, 33)[:-1]), np.sin(np.linspace(0, 2 * np.pi, 33)[:-1])], 1)
-
-
-def _shape_mask(size: tuple[int, int], shape: str, cx: float, cy: float, r: float, angle: float,
-                aspect: float) -> np.ndarray:
-    """Return a float mask in [0, 1] of one object drawn at 2x and downsampled (cheap antialiasing)."""
+def _silhouette(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Return a float mask in [0, 1] of a random convex-ish blob filling a box of this size."""
     w, h = size
-    img = Image.new("L", (2 * w, 2 * h), 0)
-    draw = ImageDraw.Draw(img)
-    cx, cy, r = 2 * cx, 2 * cy, 2 * r
-    squash = np.array([1.0, aspect])
-    if shape in ("disc", "ring"):
-        draw.polygon(_polygon(cx, cy, _CIRCLE * squash, r, angle), fill=255)
-        if shape == "ring":
-            draw.polygon(_polygon(cx, cy, _CIRCLE * squash, r * 0.55, angle), fill=0)
-    else:
-        draw.polygon(_polygon(cx, cy, _UNIT[shape] * squash, r, angle), fill=255)
+    img = Image.new("L", (2 * w, 2 * h), 0)  # drawn at 2x and downsampled: cheap antialiasing
+    k = int(rng.choice([3, 4, 5, 6, 24]))  # triangle ... hexagon, or a round blob
+    t = np.linspace(0, 2 * np.pi, k, endpoint=False) + rng.uniform(0, 2 * np.pi)
+    if k < 24:
+        t = t + rng.uniform(-0.25, 0.25, k) * 2 * np.pi / k  # irregular, never a sliver
+    rad = rng.uniform(0.8, 1.0, k) if k < 24 else 1 + 0.1 * np.sin(rng.integers(2, 5) * t + rng.uniform(0, 6))
+    pts = np.stack([w * (1 + rad * np.cos(t)), h * (1 + rad * np.sin(t))], 1)
+    ImageDraw.Draw(img).polygon([tuple(p) for p in pts], fill=255)
     return np.asarray(img.resize((w, h), Image.BILINEAR), dtype=np.float32) / 255.0
 
 
-def _paint(canvas: np.ndarray, mask: np.ndarray, colour: np.ndarray, rng: np.random.Generator) -> None:
-    """Composite a colour with a little shading and speckle into canvas where mask is set."""
-    h, w = mask.shape
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
-    d = rng.normal(size=2)
-    shade = 1.0 + 0.25 * ((gx / w - 0.5) * d[0] + (gy / h - 0.5) * d[1])
-    speckle = rng.normal(0, 12, size=(h, w, 1)).astype(np.float32)
-    fill = colour[None, None, :] * shade[..., None] + speckle
-    m = mask[..., None]
-    canvas *= 1.0 - m
-    canvas += m * fill
+def _pattern(pattern: str, size: tuple[int, int], rng: np.random.Generator, period: float) -> np.ndarray:
+    """Return the pattern's light/dark weight in [0, 1] over a box of this size."""
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    x, y = x - w / 2, y - h / 2
+    if pattern == "rings":  # concentric around the object's centre
+        return (np.sin(2 * np.pi * np.hypot(x, y) / period) > 0).astype(np.float32)
+    a = rng.uniform(0, np.pi)
+    u = (x * np.cos(a) + y * np.sin(a)) / period + rng.uniform()
+    v = (-x * np.sin(a) + y * np.cos(a)) / period + rng.uniform()
+    if pattern == "stripes":
+        return (np.sin(2 * np.pi * u) > 0).astype(np.float32)
+    if pattern == "checks":
+        return (np.sin(2 * np.pi * u) * np.sin(2 * np.pi * v) > 0).astype(np.float32)
+    if pattern == "dots":
+        du, dv = u - np.round(u), v - np.round(v)
+        return (du * du + dv * dv < 0.09).astype(np.float32)
+    return np.zeros((h, w), np.float32)  # plain
 
 
-def _draw_object(canvas: np.ndarray, rng: np.random.Generator, shape: str, hue: float, scale: float) -> None:
-    h, w = canvas.shape[:2]
-    side = min(w, h)
-    r = side * scale * rng.uniform(0.7, 1.3)
-    cx, cy = rng.uniform(0.1 * w, 0.9 * w), rng.uniform(0.1 * h, 0.9 * h)
-    mask = _shape_mask((w, h), shape, cx, cy, r, rng.uniform(0, 2 * np.pi), rng.uniform(0.75, 1.0))
-    colour = _hsv(hue + rng.uniform(-HUE_JITTER, HUE_JITTER), rng.uniform(0.45, 1.0), rng.uniform(0.45, 1.0))
-    _paint(canvas, mask, colour, rng)
+def _draw_object(canvas: np.ndarray, rng: np.random.Generator, pattern: str, hue: float, scale: float) -> None:
+    """Paint one patterned blob of the given hue at a random place of canvas (in place)."""
+    H, W = canvas.shape[:2]
+    r = min(W, H) * scale * rng.uniform(0.7, 1.3)
+    w, h = max(2, int(r * rng.uniform(0.7, 1.0))), max(2, int(r * rng.uniform(0.7, 1.0)))
+    cx, cy = int(rng.uniform(0.1, 0.9) * W), int(rng.uniform(0.1, 0.9) * H)
+    mask = _silhouette((2 * w, 2 * h), rng)
+    period = min(W, H) * rng.uniform(0.1, 0.16)
+    light = _pattern(pattern, (2 * w, 2 * h), rng, period)
+
+    base = _hsv(hue + rng.uniform(-HUE_JITTER, HUE_JITTER), rng.uniform(0.45, 1.0), rng.uniform(0.45, 1.0))
+    contrast = rng.uniform(0.15, 0.6)  # low contrast patterns are hard to tell from plain
+    shade = 1.0 + 0.25 * np.linspace(-1, 1, 2 * w)[None, :] * rng.normal()
+    fill = base[None, None, :] * ((1 - contrast * light) * shade)[..., None]
+    fill += rng.normal(0, 8, size=fill.shape)
+
+    # Clip the object's box (2w x 2h, centred at cx, cy) to the canvas.
+    x0, y0 = cx - w, cy - h
+    cx0, cy0 = max(0, x0), max(0, y0)
+    cx1, cy1 = min(W, x0 + 2 * w), min(H, y0 + 2 * h)
+    m = mask[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0, None]
+    region = canvas[cy0:cy1, cx0:cx1]
+    region *= 1.0 - m
+    region += m * fill[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
 
 
 def render(class_index: int, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
     """Return one RGB image of the class at class_index, drawn with the given generator."""
     w, h = size
-    shape, hue = class_recipe(class_index)
-    # Background: a random tint with a soft gradient, unrelated to the class.
+    pattern, hue = class_recipe(class_index)
+    # Background: a random, mostly unsaturated tint with a soft gradient, unrelated to the class.
     bg = _hsv(rng.uniform(), rng.uniform(0.0, 0.3), rng.uniform(0.35, 0.95))
     gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
     grad = 1.0 + 0.3 * ((gx / w - 0.5) * rng.normal() + (gy / h - 0.5) * rng.normal())
     canvas = bg[None, None, :] * grad[..., None]
 
     # Clutter from other classes, drawn first (partly hidden) and smaller than the food itself.
-    n_classes = len(SHAPES) * len(HUES)
+    n_recipes = len(PATTERNS) * len(HUES)
     for _ in range(rng.integers(0, 3)):
-        other = int(rng.integers(0, n_classes))
-        o_shape, o_hue = class_recipe(other)
-        _draw_object(canvas, rng, o_shape, o_hue, 0.1)
+        o_pattern, o_hue = class_recipe(int(rng.integers(0, n_recipes)))
+        _draw_object(canvas, rng, o_pattern, o_hue, SCALE_CLUTTER)
 
     for _ in range(rng.integers(1, 4)):
-        _draw_object(canvas, rng, shape, hue, 0.28)
+        _draw_object(canvas, rng, pattern, hue, SCALE_FOOD)
 
     # Global colour jitter, sensor noise and blur.
     canvas *= rng.uniform(0.75, 1.25)

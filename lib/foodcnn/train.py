@@ -49,11 +49,11 @@ def resolve_device(name: str) -> torch.device:
 
 def versions() -> dict[str, str]:
     """Return the versions a run records."""
-    import torchvision
+    from importlib.metadata import version  # not `import torchvision`: it costs seconds
 
     from . import __version__
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": version("torchvision"),
             "numpy": np.__version__, "foodcnn": __version__}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torchvision.transforms import v2
 
 # Report B's Table 5 gives no ColorJitter strengths; these are moderate, commonly used values.
 COLOR_JITTER = dict(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05)
@@ -29,6 +28,8 @@ class Wide:
     """
 
     def __init__(self, size: int):
+        from torchvision.transforms import v2  # imported here: torchvision costs seconds at kernel start
+
         self.tf = v2.Compose([
             v2.RandomResizedCrop(size, antialias=True),
             v2.RandomHorizontalFlip(),

@@ -110,6 +110,43 @@ def filter_grid(weight: Tensor, title: str | None = None) -> Figure:
     return fig
 
 
+def filter_mosaic(weight: Tensor, ncols: int = 8, gap: int = 1) -> np.ndarray:
+    """Return up to 64 first-conv filters (SPEC §5 scaling) tiled into one (H, W, 3) image, white between tiles."""
+    tiles = filter_tiles(weight).numpy()
+    n, kh, kw, _ = tiles.shape
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    out = np.ones((nrows * (kh + gap) - gap, ncols * (kw + gap) - gap, 3), dtype=np.float32)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, ncols)
+        out[r * (kh + gap): r * (kh + gap) + kh, c * (kw + gap): c * (kw + gap) + kw] = tile
+    return out
+
+
+def filters_overview(weights: dict[str, Tensor], ncols: int = 6, panel: float = 1.9, title: str = "") -> Figure:
+    """Return small multiples: one mosaic of first-conv filters per model (dict key), each with its shape."""
+    n = len(weights)
+    if n == 0:
+        return message_figure("no trained models to show")
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, math.ceil(n / ncols))
+    fig = _figure(panel * ncols, (panel + 0.45) * nrows + (0.4 if title else 0))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    items = list(weights.items())
+    for i, ax in enumerate(axes.flat):
+        _blank(ax)
+        if i >= n:
+            ax.set_visible(False)
+            continue
+        name, w = items[i]
+        ax.imshow(filter_mosaic(w), interpolation="nearest")
+        out, _, kh, kw = w.shape
+        ax.set_title(f"{name}\n{min(out, MAX_TILES)} of {out}, {kh}x{kw}", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 # --- feature maps (SPEC §5) --------------------------------------------------------------------
 
 
@@ -170,12 +207,30 @@ def normalise_maps(maps: Tensor) -> Tensor:
     return flat.reshape(x.shape)
 
 
-def feature_map_grid(maps: dict[str, Tensor], max_maps: int = 64, title: str | None = None) -> Figure:
-    """Return a figure with one panel per layer, each showing up to max_maps normalised maps."""
-    panels = len(maps)
+def feature_map_grid(
+    maps: dict[str, Tensor],
+    max_maps: int = 64,
+    title: str | None = None,
+    image: Tensor | np.ndarray | None = None,
+    image_title: str = "input image",
+) -> Figure:
+    """Return a figure with one panel per layer, each showing up to max_maps normalised maps.
+
+    ``image`` (the input, (3, H, W) or (H, W, 3), float in [0, 1] or uint8) adds a first panel so a
+    reader sees what the maps are maps of.
+    """
+    panels = len(maps) + (image is not None)
     side = max(math.ceil(math.sqrt(min(max_maps, max(len(m) for m in maps.values())))), 1)
-    fig = _figure(4.2 * panels, 4.6)
-    subfigs = np.atleast_1d(fig.subfigures(1, panels, wspace=0.03))
+    ratios = ([0.7] if image is not None else []) + [1.0] * len(maps)
+    fig = _figure(4.2 * sum(ratios), 4.6 + (0.3 if title else 0))
+    subfigs = list(np.atleast_1d(fig.subfigures(1, panels, wspace=0.03, width_ratios=ratios)))
+    if image is not None:
+        first = subfigs.pop(0)
+        ax = first.subplots()
+        _blank(ax)
+        ax.imshow(_to_hwc01(image))
+        ax.set_box_aspect(1)
+        first.suptitle(image_title, fontsize=10)
     for subfig, (label, layer_maps) in zip(subfigs, maps.items()):
         shown = normalise_maps(layer_maps[:max_maps]).cpu().numpy()
         c, h, w = layer_maps.shape
@@ -411,9 +466,13 @@ def denormalise(
 
 
 def image_gallery(
-    images: Tensor, titles: Sequence[str] | None = None, ncols: int = 8, title: str = ""
+    images: Tensor,
+    titles: Sequence[str] | None = None,
+    ncols: int = 8,
+    title: str = "",
+    colors: Sequence[str] | None = None,
 ) -> Figure:
-    """Return a grid of (N, 3, H, W) images (float in [0, 1] or uint8) with one title each."""
+    """Return a grid of (N, 3, H, W) images (float in [0, 1] or uint8) with one title (and title colour) each."""
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = max(1, math.ceil(n / ncols))
@@ -426,7 +485,7 @@ def image_gallery(
             continue
         ax.imshow(_to_hwc01(images[i]))
         if titles is not None:
-            ax.set_title(titles[i], fontsize=8)
+            ax.set_title(titles[i], fontsize=8, color=colors[i] if colors is not None else None)
     if title:
         fig.suptitle(title)
     return fig
@@ -500,7 +559,12 @@ def cam_overlay(image: Tensor, cam: np.ndarray, alpha: float = 0.45) -> np.ndarr
 
 
 def cam_figure(
-    images: Tensor, cams: Sequence[np.ndarray], titles: Sequence[str] | None = None, ncols: int = 8
+    images: Tensor,
+    cams: Sequence[np.ndarray],
+    titles: Sequence[str] | None = None,
+    ncols: int = 8,
+    colors: Sequence[str] | None = None,
+    title: str = "",
 ) -> Figure:
     """Return a figure of images (top row) above their Grad-CAM overlays (bottom row), wrapped at ncols."""
     n = len(images)
@@ -520,7 +584,7 @@ def cam_figure(
         top.imshow(_to_hwc01(images[i]))
         bottom.imshow(cam_overlay(images[i], cams[i]))
         if titles is not None:
-            top.set_title(titles[i], fontsize=8)
+            top.set_title(titles[i], fontsize=8, color=colors[i] if colors is not None else None)
         if col == 0:
             top.set_ylabel("image", fontsize=9)
             bottom.set_ylabel("Grad-CAM", fontsize=9)
@@ -530,6 +594,8 @@ def cam_figure(
         shrink=0.6,
         label="class evidence",
     )
+    if title:
+        fig.suptitle(title)
     return fig
 
 
@@ -566,11 +632,13 @@ def side_by_side(
     titles: dict[str, list[str]] | None = None,
     col_titles: Sequence[str] | None = None,
     title: str = "",
+    colors: dict[str, list[str]] | None = None,
 ) -> Figure:
     """Return a grid with one row per model (dict key) and one column per image, each cell titled.
 
     ``titles`` holds each cell's caption (e.g. the predicted label, as cam_rows returns);
-    ``col_titles`` goes above the first row (e.g. the true labels).
+    ``col_titles`` goes above the first row (e.g. the true labels); ``colors`` colours captions
+    (e.g. red for a wrong prediction).
     """
     rows = list(panels)
     ncols = max(len(v) for v in panels.values())
@@ -585,7 +653,8 @@ def side_by_side(
                 continue
             ax.imshow(_to_hwc01(panels[row][c]))
             caption = titles[row][c] if titles and row in titles else ""
-            ax.set_title(caption, fontsize=8)
+            color = colors[row][c] if colors and row in colors else None
+            ax.set_title(caption, fontsize=8, color=color)
             if c == 0:
                 ax.set_ylabel(row, fontsize=11, fontweight="bold")
     if col_titles is not None:
@@ -597,4 +666,59 @@ def side_by_side(
             )
     if title:
         fig.suptitle(title)
+    return fig
+
+
+# --- explorer and placeholders -----------------------------------------------------------------
+
+
+def explorer_figure(
+    image: Tensor | np.ndarray,
+    feature_map: Tensor | np.ndarray,
+    cam: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    true_idx: int,
+    map_title: str = "feature map",
+    cam_title: str = "Grad-CAM",
+    title: str = "",
+    top: int = 5,
+) -> Figure:
+    """Return one row: the input, one feature map (raw values, colour bar), a Grad-CAM overlay and the top predictions."""
+    fig = _figure(14.0, 3.7 + (0.35 if title else 0))
+    ax_img, ax_map, ax_cam, ax_prob = fig.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1.2, 1, 1.3]})
+    for ax in (ax_img, ax_map, ax_cam):
+        _blank(ax)
+    ax_img.imshow(_to_hwc01(image))
+    ax_img.set_title(f"input\ntrue: {_pretty(class_names[true_idx])}", fontsize=9)
+    fmap = np.asarray(feature_map.detach().cpu() if isinstance(feature_map, Tensor) else feature_map, dtype=float)
+    shown = ax_map.imshow(fmap, cmap=FEATURE_CMAP, interpolation="nearest")
+    fig.colorbar(shown, ax=ax_map, shrink=0.8)
+    ax_map.set_title(map_title, fontsize=9)
+    ax_cam.imshow(cam_overlay(image, cam))
+    ax_cam.set_title(cam_title, fontsize=9)
+    probs = np.asarray(probs, dtype=float)
+    order = np.argsort(-probs, kind="stable")
+    rank = int(np.where(order == true_idx)[0][0]) + 1
+    shown_idx = order[:top][::-1]
+    ax_prob.barh([_pretty(class_names[i]) for i in shown_idx], 100 * probs[shown_idx],
+                 color=[BEST_COLOR if i == true_idx else "0.65" for i in shown_idx])
+    for y, i in enumerate(shown_idx):
+        ax_prob.text(100 * probs[i] + 1, y, f"{100 * probs[i]:.0f}", va="center", fontsize=8)
+    note = "true class in green" if rank <= top else f"true class ranked {rank}"
+    ax_prob.set(xlim=(0, 110), xlabel="probability (%)", title=f"top {min(top, len(probs))} predictions ({note})")
+    ax_prob.title.set_fontsize(9)
+    ax_prob.tick_params(axis="y", labelsize=8)
+    ax_prob.grid(axis="x", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def message_figure(text: str, width: float = 6.0, height: float = 1.2) -> Figure:
+    """Return a small figure that only says `text` (where there is nothing to plot yet)."""
+    fig = _figure(width, height)
+    ax = fig.subplots()
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10, color="0.3", wrap=True)
     return fig

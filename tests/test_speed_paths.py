@@ -1,0 +1,125 @@
+"""The fast paths feed the model what the reports' PIL path feeds it: same pixels, same files, same labels."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO
+from foodcnn import data, models, train, transforms
+
+
+def _load(name: str):
+    """Import a script of benchmarks/ (not a package) by path."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return _load("reference")
+
+
+@pytest.fixture(scope="module")
+def subset(tiny_synth):
+    return data.load_subset(tiny_synth, num_classes=4)
+
+
+def _torchvision_geometry(w: int, h: int, size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Return torchvision's Resize(size) output size (long side floored) and CenterCrop(size) offsets (rounded)."""
+    long = int(size * max(w, h) / min(w, h))
+    nw, nh = (size, long) if w <= h else (long, size)
+    return (nw, nh), (int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0)))
+
+
+def _foodcnn_geometry(w: int, h: int, size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Return data.resize_center's resized size (long side rounded) and crop offsets (floored)."""
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    return (nw, nh), ((nw - size) // 2, (nh - size) // 2)
+
+
+@pytest.mark.parametrize("size", [20, 32])
+def test_cache_returns_the_pixels_of_the_direct_pil_path(subset, tmp_path, size):
+    samples = subset.train[:24]
+    direct = np.stack([data.resize_center(data.read_rgb(s.path), size) for s in samples])
+    cold = data.decode(samples, size, cache_dir=tmp_path, progress=False)
+    warm = data.decode(samples, size, cache_dir=tmp_path, progress=False)  # read back from the .npy
+    assert isinstance(warm.images, np.memmap)
+    assert np.array_equal(cold.images, direct) and np.array_equal(np.asarray(warm.images), direct)
+    assert warm.keys == [s.key for s in samples] and list(warm.labels) == [s.label for s in samples]
+    # data.batches hands those same pixels out, each image once
+    seen = {}
+    for x, y in data.batches(warm, 5, shuffle=True, generator=torch.Generator().manual_seed(0)):
+        assert x.dtype == torch.uint8
+        for img, label in zip(x.numpy(), y.tolist()):
+            idx = next(i for i in range(len(direct)) if np.array_equal(direct[i], img))
+            seen[idx] = label
+    assert seen == {i: s.label for i, s in enumerate(samples)}
+
+
+@pytest.mark.parametrize("size", [20, 32])
+def test_cache_matches_torchvision_resize_centercrop(subset, size, reference):
+    """Identical where both pick the same geometry; otherwise a one-pixel shift (rounding), a few levels apart."""
+    from torchvision import transforms as T
+
+    tv = T.Compose([T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
+    same_geometry, diffs = 0, []
+    for s in subset.train[:24] + subset.test[:8]:
+        im = data.read_rgb(s.path)
+        ours = data.resize_center(im, size).astype(np.int16)
+        theirs = tv(im).numpy().astype(np.int16)
+        assert ours.shape == theirs.shape == (3, size, size)
+        if _torchvision_geometry(*im.size, size) == _foodcnn_geometry(*im.size, size):
+            same_geometry += 1
+            assert np.array_equal(ours, theirs), s.key
+        diffs.append(np.abs(ours - theirs).mean())
+    assert same_geometry >= 5  # the comparison above did happen
+    assert np.mean(diffs) < 4.0 and np.max(diffs) < 16.0
+    # after normalisation both paths give the model the same input, up to the same rounding
+    im = data.read_rgb(subset.train[0].path)
+    ref_x = reference.make_transform(size)(im)
+    our_x = transforms.normalise(torch.from_numpy(data.resize_center(im, size))[None], models.IMAGENET_MEAN,
+                                 models.IMAGENET_STD)[0]
+    assert ref_x.shape == our_x.shape
+    assert (ref_x - our_x).abs().mean() < 0.1  # ~4 levels of 255 over std 0.225
+    exact = reference.make_transform(size)(Image.fromarray(data.resize_center(im, size).transpose(1, 2, 0)))
+    assert torch.allclose(exact, our_x, atol=1e-5)  # the normalisations agree exactly
+
+
+def test_reference_dataset_covers_the_subset(subset, reference, tiny_synth):
+    train_ds = reference.FoodFolder(tiny_synth, "train", num_classes=4)
+    test_ds = reference.FoodFolder(tiny_synth, "test", num_classes=4)
+    assert train_ds.classes == subset.classes
+    ours_train = {(str(s.path), s.label) for s in subset.train + subset.val}
+    assert set(train_ds.samples) == ours_train and len(train_ds) == len(ours_train)
+    assert sorted(test_ds.samples) == sorted((str(s.path), s.label) for s in subset.test)
+    img, label = test_ds[0]
+    assert isinstance(img, Image.Image) and img.mode == "RGB" and label == test_ds.targets[0]
+
+
+def test_bench_helpers_run_the_library_path(subset, tmp_path):
+    """The benchmark's own plumbing: its reference split is foodcnn's train split; TimedStream drives train_one_epoch."""
+    bench = _load("bench")
+    setup = bench.Setup(subset, torch.device("cpu"), tmp_path / "cache", bench.params.Params())
+    ref_split = setup.reference_train(20, models.IMAGENET_MEAN, models.IMAGENET_STD)
+    assert sorted(ref_split.dataset.samples[i][0] for i in ref_split.indices) == sorted(str(s.path) for s in subset.train)
+    ours = bench.measure_ours(setup, "baseline", 20, 8, warmup=1, steps=2)
+    assert ours["images"] == 16 and ours["seconds"] > 0 and 0 <= ours["data_wait_share"] <= 1
+    ref = bench.measure_reference(setup, "baseline", 20, 8, warmup=1, steps=2, workers=0)
+    assert ref["images"] == 16 and ref["seconds"] > 0
+    feats = bench.measure_features(setup, "resnet18", 32, 8, warmup=1, steps=2)
+    assert feats["dim"] == 512
+    head = bench.measure_head_epochs(setup, "resnet18", feats["dim"], n_train=24, n_val=8, batch=8, epochs=1)
+    assert head["epoch_s"] > 0
+    assert isinstance(train.head_of(models.build("resnet18", pretrained="none", freeze="head")), torch.nn.Linear)
