@@ -11,6 +11,8 @@ from typing import Any
 # A write goes to ".<name>.<random>.tmp" beside its target, then is renamed over it. A kill leaves at
 # most such a temp file: no reader opens it (they ask for exact names) and `remove_temps` clears it.
 TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -36,6 +38,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         try:
