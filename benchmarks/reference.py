@@ -94,10 +94,11 @@ class StepTimer:
 
 
 def train(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, device: torch.device,
-          steps: int | None = None, warmup: int = 0) -> StepTimer:
+          steps: int | None = None, warmup: int = 0, on_timed_start: Callable[[], None] | None = None) -> StepTimer:
     """Train like the reports (model.train(), fp32, Adam, cross entropy); time the steps after `warmup`.
 
-    Stops after warmup + steps batches (the whole epoch when steps is None).
+    Stops after warmup + steps batches (the whole epoch when steps is None); `on_timed_start` is
+    called just before the first timed step.
     """
     criterion = nn.CrossEntropyLoss()
     model.train()
@@ -106,6 +107,8 @@ def train(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer
     it = iter(loader)
     step = 0
     while steps is None or step < warmup + steps:
+        if step == warmup and on_timed_start is not None:
+            on_timed_start()
         t0 = time.perf_counter()
         try:
             images, labels = next(it)

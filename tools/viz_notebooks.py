@@ -58,15 +58,18 @@ def visualise() -> None:
                           "most confidently wrong about: true class, then the prediction and its probability "
                           "(✗ and red when wrong)."),
         new_code_cell("insight.hardest_gallery(run, k=2 * max_images)"),
-        new_markdown_cell("## Where the network looks (Grad-CAM)\n\nGrad-CAM weights the last convolution's maps "
+        new_markdown_cell("## Where the network looks (Grad-CAM)\n\nGrad-CAM weights the maps of the last convolution "
                           "by the gradient of the predicted class's score: red regions pushed the prediction most, "
-                          "blue ones not at all. The images are spread over the test set, about one per class."),
+                          "blue ones not at all. At small inputs the last maps can be 1x1, which cannot say where, so "
+                          "the last convolution with a map of at least 4x4 is used (the title names it). The images "
+                          "are spread over the test set, about one per class."),
         new_code_cell("insight.cam_gallery(run, k=max_images)"),
         new_markdown_cell("## Side by side\n\nThe same test images through this run and each run in "
                           "`compare_dirs`: one row per model, each cell its Grad-CAM and its prediction (✗ and red "
                           "when wrong), the true classes above. Nothing is drawn when `compare_dirs` is empty."),
         new_code_cell("if compare_dirs:\n"
-                      "    display(insight.side_by_side(insight.open_runs([run_dir, *compare_dirs]), n_images=max_images))"),
+                      "    compared = insight.open_runs([run_dir, *compare_dirs])\n"
+                      "    display(insight.side_by_side(compared, n_images=max_images))"),
     ])
 
 
@@ -76,8 +79,9 @@ def explore() -> None:
             "# Explore a trained network\n\n"
             "Pick a run, a convolution layer, a test image and a channel. The figure shows the image, that "
             "channel's feature map (raw values), Grad-CAM at that layer for the model's prediction (red = evidence "
-            "for it) and the five most probable classes, the true one in green. The layer list starts at the "
-            "first convolution and is set to the last one, Grad-CAM's usual layer.\n\n"
+            "for it) and the five most probable classes, the true one in green. The layer list runs from the "
+            "first convolution to the last; it starts at the layer the report's Grad-CAM figures use (the last "
+            "one whose map is at least 4x4).\n\n"
             "Open this notebook in JupyterLab (`make lab`) and run all cells: the controls need a live kernel. "
             "`runs_dir`/`profile` choose which runs are listed; `run_dir` puts one run first."),
         parameters('runs_dir = "runs"\nprofile = "demo"\nrun_dir = ""'),

@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 # The model families the report shows one representative of, in the report's order (SPEC §2).
 FAMILIES = ("baseline", "custom_a", "custom_b", "vgg16", "vgg16_bn", "resnet18", "efficientnet_lite0")
 RIGHT, WRONG = "#1a7f37", "#c62828"  # caption colours: correct / wrong prediction
+# Grad-CAM needs a map that can say "where": at the demo profile's small inputs the last conv layer of
+# several models is 1x1 or 2x2, so the target is the last conv layer with at least this many rows and
+# columns (at 224 px that is the last conv layer of every model, as in the Grad-CAM paper).
+MIN_CAM_SIDE = 4
 VISUALISE = "visualise.ipynb"
 
 # Models and decoded test sets are reused while a notebook or the explorer asks about the same run
@@ -43,7 +47,7 @@ def _remember(cache: OrderedDict, key: tuple, make: Any) -> Any:
 
 
 def locate(path: str | Path) -> Path:
-    """Return `path`, or the same relative path under a parent of the working directory (notebooks run in notebooks/)."""
+    """Return `path`, or that relative path under a parent of the working directory (kernels run in notebooks/)."""
     path = Path(path).expanduser()
     if path.is_absolute() or path.exists():
         return path
@@ -54,7 +58,7 @@ def locate(path: str | Path) -> Path:
 
 
 def open_run(run_dir: str | Path) -> runs.Run:
-    """Return the finished run in `run_dir` (relative paths also found from notebooks/), with a clear error otherwise."""
+    """Return the finished run in `run_dir` (found via `locate`), with a clear error when it is not one."""
     if not str(run_dir):
         raise ValueError("run_dir is empty: set it to a run directory such as runs/demo/a_baseline/seed0 "
                          "(papermill: -p run_dir runs/demo/a_baseline/seed0)")
@@ -78,7 +82,8 @@ def finished_runs(runs_dir: str | Path = "runs", profile: str = "", run_dir: str
     root = locate(runs_dir) / profile if profile else locate(runs_dir)
     paths = []
     if root.is_dir():
-        paths = [p for p in runs.list_runs(root) if runs.read_result(p) is not None and (p / runs.PREDICTIONS).is_file()]
+        paths = [p for p in runs.list_runs(root)
+                 if runs.read_result(p) is not None and (p / runs.PREDICTIONS).is_file()]
     if str(run_dir):
         first = open_run(run_dir).path
         paths = [first] + [p for p in paths if p.resolve() != first.resolve()]
@@ -157,6 +162,16 @@ def model_input(model: nn.Module, images: Tensor) -> Tensor:
 def conv_layers(model: nn.Module) -> list[str]:
     """Return the module paths of every nn.Conv2d, in forward (registration) order."""
     return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def cam_layer(run: runs.Run) -> str:
+    """Return the Grad-CAM target of a run: its last conv layer with a map of at least MIN_CAM_SIDE x MIN_CAM_SIDE."""
+    model = load_model(run)
+    names = conv_layers(model)
+    size = run.params.resolved_image_size
+    shapes = viz.capture_feature_maps(model, torch.zeros(3, size, size), {n: model.get_submodule(n) for n in names})
+    wide = [n for n in names if min(shapes[n].shape[-2:]) >= MIN_CAM_SIDE]
+    return wide[-1] if wide else names[-1]
 
 
 def spread(n: int, k: int) -> np.ndarray:
@@ -260,14 +275,21 @@ def hardest_gallery(run: runs.Run, k: int = 16) -> Figure:
 
 
 def _cams(run: runs.Run, indices: Sequence[int], layer: str | None = None) -> tuple[Tensor, list[np.ndarray]]:
-    """Return (uint8 images, Grad-CAM maps for the run's stored predicted class) of some test images."""
+    """Return (uint8 images, Grad-CAM maps at `layer` (default cam_layer) for the stored predicted class)."""
     model = load_model(run)
     images, _ = test_images(run, indices)
     x = model_input(model, images)
-    target = model.get_submodule(layer) if layer else None
+    target = model.get_submodule(layer or cam_layer(run))
     y_pred = run.predictions["y_pred"]
     cams = [viz.grad_cam(model, x[j], target, int(y_pred[i])) for j, i in enumerate(indices)]
     return images, cams
+
+
+def _cam_layer_note(run: runs.Run) -> str:
+    layer, last = cam_layer(run), conv_layers(load_model(run))[-1]
+    if layer == last:
+        return f"the last conv layer ({last})"
+    return f"{layer} (the last conv layer with a map of at least {MIN_CAM_SIDE}x{MIN_CAM_SIDE})"
 
 
 def cam_gallery(run: runs.Run, k: int = 8, indices: Sequence[int] | None = None) -> Figure:
@@ -282,9 +304,8 @@ def cam_gallery(run: runs.Run, k: int = 8, indices: Sequence[int] | None = None)
         caption, color = _caption(names, true, guess, float(pred["prob"][i, guess]))
         titles.append(f"true: {names[true]}\n{caption}")
         colors.append(color)
-    last = conv_layers(load_model(run))[-1]
     return viz.cam_figure(images, cams, titles, ncols=8, colors=colors,
-                          title=f"{run.params.id}: Grad-CAM at the last conv layer ({last}) for the predicted class")
+                          title=f"{run.params.id}: Grad-CAM at {_cam_layer_note(run)} for the predicted class")
 
 
 # --- several runs ------------------------------------------------------------------------------
@@ -320,8 +341,9 @@ def side_by_side(runs_: Sequence[runs.Run], n_images: int = 6) -> Figure:
     where = {k: i for i, k in enumerate(keys[0])}
     truth = [class_names(first)[int(first.predictions["y_true"][where[k]])] for k in chosen]
     return viz.side_by_side(panels, titles, col_titles=truth, colors=colors,
-                            title="The same test images through each model: Grad-CAM at its last conv layer for "
-                                  "its prediction (✗ = wrong); true classes above")
+                            title=f"The same test images through each model: Grad-CAM for its prediction (✗ = wrong) "
+                                  f"at its last conv layer with a map of at least {MIN_CAM_SIDE}x{MIN_CAM_SIDE}; "
+                                  f"true classes above")
 
 
 def representatives(study_results: pd.DataFrame) -> list[str]:
@@ -370,9 +392,12 @@ def visualisation_links(study: Any) -> str:
     ids = representatives(study.results)
     if not ids:
         return "No finished runs to visualise yet."
-    links = " · ".join(f"[{rid}]({page_name(study.profile, rid)}.html)" for rid in ids)
-    return ("The best run of each model family (highest test accuracy, seed 0) has its own page: curves, filters, "
-            f"feature maps, confusion matrix, per-class accuracy, hardest images and Grad-CAM. {links}")
+    res = study.results[study.results["seed"] == 0].set_index("id")
+    lines = [f"- **{res.loc[rid, 'model']}**: [{rid}]({page_name(study.profile, rid)}.html), "
+             f"test accuracy {100 * float(res.loc[rid, 'test_acc']):.1f} %" for rid in ids]
+    return ("The best run of each model family (highest test accuracy, seed 0) has its own page with curves, "
+            "filters, feature maps, confusion matrix, per-class accuracy, hardest images and Grad-CAM:\n\n"
+            + "\n".join(lines))
 
 
 def render_visualisations(study: Any, out_dir: str | Path, notebooks_dir: str | Path = "notebooks") -> list[Path]:
@@ -406,7 +431,7 @@ def render_visualisations(study: Any, out_dir: str | Path, notebooks_dir: str | 
 def explore_figure(run: runs.Run, layer_name: str | None = None, image_index: int = 0, channel: int = 0) -> Figure:
     """Return the explorer's picture: one test image, one channel of a conv layer, Grad-CAM there, top predictions."""
     model = load_model(run)
-    layer_name = layer_name or conv_layers(model)[-1]
+    layer_name = layer_name or cam_layer(run)
     layer = model.get_submodule(layer_name)
     images, labels = test_images(run, [image_index])
     x = model_input(model, images)[0]
@@ -444,7 +469,10 @@ class Explorer:
         self.layer_box = w.Dropdown(description="conv layer", style=style, layout=wide)
         self.image_box = w.IntSlider(description="test image", min=0, style=style, layout=wide, continuous_update=False)
         self.channel_box = w.IntSlider(description="channel", min=0, style=style, layout=wide, continuous_update=False)
-        self.out = w.Output()
+        # The picture is an Image widget updated with PNG bytes, not an Output widget: under load, papermill
+        # (nbclient 0.11, ipykernel 7) intermittently stalls on a figure displayed inside an Output widget.
+        self.picture = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.message = w.Label()
         self._quiet = False
         self._pick_run()
         self.run_box.observe(self._on_run, names="value")
@@ -452,7 +480,7 @@ class Explorer:
         self.image_box.observe(self._draw, names="value")
         self.channel_box.observe(self._draw, names="value")
         self.widget = w.VBox([w.HBox([self.run_box, self.layer_box]), w.HBox([self.image_box, self.channel_box]),
-                              self.out])
+                              self.message, self.picture])
         self._draw()
 
     @property
@@ -472,7 +500,7 @@ class Explorer:
             layers = conv_layers(model)
             self.layer_box.options = [(f"{i + 1}. {name} ({model.get_submodule(name).out_channels} ch)", name)
                                       for i, name in enumerate(layers)]
-            self.layer_box.value = layers[-1]  # Grad-CAM's usual layer
+            self.layer_box.value = cam_layer(run)
             self.image_box.max = len(run.predictions["keys"]) - 1
             self.image_box.value = min(self.image_box.value, self.image_box.max)
             self._pick_layer()
@@ -501,8 +529,13 @@ class Explorer:
     def _draw(self, _change: Any = None) -> None:
         if self._quiet:
             return
-        from IPython.display import display
+        import io
 
-        with self.out:
-            self.out.clear_output(wait=True)
-            display(self.figure())
+        try:
+            buf = io.BytesIO()
+            self.figure().savefig(buf, format="png", dpi=100)
+        except Exception as e:  # shown beside the controls: a callback's traceback would only reach the log
+            self.message.value = f"could not draw this selection: {type(e).__name__}: {e}"
+            return
+        self.message.value = ""
+        self.picture.value = buf.getvalue()

@@ -140,6 +140,7 @@ def filters_overview(weights: dict[str, Tensor], ncols: int = 6, panel: float = 
             continue
         name, w = items[i]
         ax.imshow(filter_mosaic(w), interpolation="nearest")
+        ax.set_anchor("N")  # a model with fewer filters (a shorter mosaic) still hangs from its title
         out, _, kh, kw = w.shape
         ax.set_title(f"{name}\n{min(out, MAX_TILES)} of {out}, {kh}x{kw}", fontsize=8)
     if title:
@@ -485,7 +486,7 @@ def image_gallery(
             continue
         ax.imshow(_to_hwc01(images[i]))
         if titles is not None:
-            ax.set_title(titles[i], fontsize=8, color=colors[i] if colors is not None else None)
+            ax.set_title(titles[i], fontsize=8, **({"color": colors[i]} if colors is not None else {}))
     if title:
         fig.suptitle(title)
     return fig
@@ -528,9 +529,11 @@ def _grad_cam(
     act = captured["act"].detach()
     weights = grads.mean(dim=(2, 3), keepdim=True)  # alpha_k: global-average-pooled gradients
     cam = F.relu((weights * act).sum(dim=1, keepdim=True))
-    cam = F.interpolate(cam, size=batch.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
+    # Normalise the coarse map, then upsample (bilinear stays in [0, 1]): upsampling first would turn a
+    # constant map (a 1x1 last layer) into rounding noise that min-max scaling blows up into speckles.
     low, high = cam.min(), cam.max()
     cam = (cam - low) / (high - low) if high > low else torch.zeros_like(cam)
+    cam = F.interpolate(cam, size=batch.shape[-2:], mode="bilinear", align_corners=False)[0, 0].clamp(0, 1)
     return cam.cpu().numpy().astype(np.float32), logits.detach().cpu()
 
 
@@ -584,7 +587,7 @@ def cam_figure(
         top.imshow(_to_hwc01(images[i]))
         bottom.imshow(cam_overlay(images[i], cams[i]))
         if titles is not None:
-            top.set_title(titles[i], fontsize=8, color=colors[i] if colors is not None else None)
+            top.set_title(titles[i], fontsize=8, **({"color": colors[i]} if colors is not None else {}))
         if col == 0:
             top.set_ylabel("image", fontsize=9)
             bottom.set_ylabel("Grad-CAM", fontsize=9)
@@ -653,8 +656,8 @@ def side_by_side(
                 continue
             ax.imshow(_to_hwc01(panels[row][c]))
             caption = titles[row][c] if titles and row in titles else ""
-            color = colors[row][c] if colors and row in colors else None
-            ax.set_title(caption, fontsize=8, color=color)
+            color = {"color": colors[row][c]} if colors and row in colors else {}
+            ax.set_title(caption, fontsize=8, **color)
             if c == 0:
                 ax.set_ylabel(row, fontsize=11, fontweight="bold")
     if col_titles is not None:
@@ -684,7 +687,7 @@ def explorer_figure(
     title: str = "",
     top: int = 5,
 ) -> Figure:
-    """Return one row: the input, one feature map (raw values, colour bar), a Grad-CAM overlay and the top predictions."""
+    """Return one row: the input, one feature map (raw values), a Grad-CAM overlay and the top predictions."""
     fig = _figure(14.0, 3.7 + (0.35 if title else 0))
     ax_img, ax_map, ax_cam, ax_prob = fig.subplots(1, 4, gridspec_kw={"width_ratios": [1, 1.2, 1, 1.3]})
     for ax in (ax_img, ax_map, ax_cam):

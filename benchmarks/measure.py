@@ -1,0 +1,430 @@
+"""Measuring tools of benchmarks/bench.py: timed streams, peak memory, one function per measurement, tables."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+import platform
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Subset as IndexSubset
+
+import reference
+from foodcnn import data, models, params, synth, train, transforms
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER_SIZE = 224
+# Used when params/profiles/demo.yaml does not exist (SPEC §6: the small CNNs need 16/61/103 px).
+DEMO_FALLBACK = {"image_size": 64, "image_size_by_model": {"baseline": 32, "custom_a": 64, "custom_b": 104},
+                 "epochs": 10, "batch_size": 32}
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring
+# --------------------------------------------------------------------------------------------
+
+
+class PeakMemory:
+    """Context manager: the peak memory while it is open (PSS of this process + its DataLoader workers; CUDA peak).
+
+    Reading PSS walks the page tables (~10 ms per process here), so it samples often only until
+    `slow_down()` (called when the timed steps start) and once a second after that.
+    """
+
+    def __init__(self, device: torch.device, interval: float = 0.05):
+        self.device, self.interval = device, interval
+        self.peak_mb = self.cuda_peak_mb = float("nan")
+        self._stop = threading.Event()
+
+    def _sample(self) -> float:
+        import psutil
+
+        total = 0
+        procs = [psutil.Process()]
+        with contextlib.suppress(psutil.Error):
+            procs += psutil.Process().children(recursive=True)
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                try:
+                    total += p.memory_full_info().pss  # forked workers share pages: PSS counts them once
+                except AttributeError:
+                    total += p.memory_info().rss
+        return total / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb if self.peak_mb == self.peak_mb else 0.0, self._sample())
+            self._stop.wait(self.interval)
+
+    def slow_down(self, interval: float = 1.0) -> None:
+        """Sample rarely from now on (the timed steps)."""
+        self.interval = interval
+
+    def __enter__(self) -> "PeakMemory":
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.cuda_peak_mb = torch.cuda.max_memory_allocated() / 2**20
+
+
+class TimedStream:
+    """Wraps a train.ImageStream/FeatureStream: yields warmup + steps batches and times the steps after warm-up.
+
+    The timed window runs from asking for the first timed batch to the moment the training loop asks
+    for the batch after the last one, so it holds every step's data, forward, backward, optimizer and
+    bookkeeping; `data_wait` is the part spent producing batches.
+    """
+
+    def __init__(self, inner: Callable, warmup: int, steps: int, device: torch.device,
+                 on_timed_start: Callable[[], None] | None = None):
+        self.inner, self.warmup, self.steps, self.device = inner, warmup, steps, device
+        self.on_timed_start = on_timed_start
+        self.batch_size = inner.batch_size
+        self.seconds = self.data_wait = 0.0
+        self.images = 0
+
+    def __len__(self) -> int:
+        return (self.warmup + self.steps) * self.batch_size
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def __call__(self, generator: torch.Generator | None, train: bool) -> Iterator:
+        it = self.inner(generator, train)
+        start = None
+        for i in range(self.warmup + self.steps):
+            if i == self.warmup:
+                if self.on_timed_start is not None:
+                    self.on_timed_start()
+                self._sync()
+                start = time.perf_counter()
+            t0 = time.perf_counter()
+            try:
+                x, y = next(it)
+            except StopIteration:
+                break
+            if i >= self.warmup:
+                self.data_wait += time.perf_counter() - t0
+                self.images += len(y)
+            yield x, y
+        if start is not None:
+            self._sync()
+            self.seconds = time.perf_counter() - start
+
+    def result(self) -> dict:
+        """Return images/s and the data-wait share of the timed steps."""
+        return {"images": self.images, "seconds": self.seconds,
+                "images_per_s": self.images / self.seconds if self.seconds else float("nan"),
+                "data_wait_share": self.data_wait / self.seconds if self.seconds else float("nan")}
+
+
+def truncate(split: data.Decoded, n: int) -> data.Decoded:
+    """Return the first n images of a decoded split."""
+    return data.Decoded(split.images[:n], split.labels[:n], split.keys[:n], [])
+
+
+def build(name: str, freeze: str, device: torch.device, channels_last: bool = False, **knobs: Any) -> torch.nn.Module:
+    """Return a freshly seeded model (random init: the speed does not depend on the weights)."""
+    torch.manual_seed(0)
+    kw = dict(pretrained="none", freeze=freeze) if models.family(name) == "pretrained" else {}
+    model = models.build(name, **kw, **knobs).to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [q for q in model.parameters() if q.requires_grad]
+
+
+# --------------------------------------------------------------------------------------------
+# One measurement each
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    """What every measurement shares: the data, the device and the step counts."""
+
+    subset: data.Subset
+    device: torch.device
+    cache_dir: Path
+    demo: params.Params
+    decoded: dict[int, data.Decoded] = field(default_factory=dict)
+    decode_ips: dict[int, float] = field(default_factory=dict)
+
+    def split(self, size: int) -> data.Decoded:
+        """Return the train split decoded at `size`: a cold decode (timed) once, then the cache (memory-mapped)."""
+        if size not in self.decoded:
+            t0 = time.perf_counter()
+            data.decode(self.subset.train, size, cache_dir=self.cache_dir, progress=False)
+            self.decode_ips[size] = len(self.subset.train) / (time.perf_counter() - t0)
+            self.decoded[size] = data.decode(self.subset.train, size, cache_dir=self.cache_dir, progress=False)
+        return self.decoded[size]
+
+    def reference_train(self, size: int, mean, std) -> IndexSubset:
+        """Return the reports' dataset restricted to foodcnn's train images (their random_split)."""
+        ds = reference.FoodFolder(self.subset.root, "train", classes=self.subset.classes,
+                                  transform=reference.make_transform(size, mean=mean, std=std))
+        keep = {str(s.path) for s in self.subset.train}
+        return IndexSubset(ds, [i for i, (path, _) in enumerate(ds.samples) if path in keep])
+
+    def reference_val(self, size: int, mean, std) -> IndexSubset:
+        ds = reference.FoodFolder(self.subset.root, "train", classes=self.subset.classes,
+                                  transform=reference.make_transform(size, mean=mean, std=std))
+        keep = {str(s.path) for s in self.subset.val}
+        return IndexSubset(ds, [i for i, (path, _) in enumerate(ds.samples) if path in keep])
+
+
+def measure_reference(s: Setup, name: str, size: int, batch: int, warmup: int, steps: int,
+                      freeze: str = "none", workers: int | None = None) -> dict:
+    """Return images/s, data-wait share and peak memory of the reports' training loop."""
+    model = build(name, freeze, s.device)
+    mean, std = models.input_normalisation(model)
+    loader = reference.make_loader(s.reference_train(size, mean, std), batch, shuffle=True, num_workers=workers)
+    opt = torch.optim.Adam(trainable(model), lr=1e-3)
+    torch.manual_seed(0)
+    with PeakMemory(s.device) as mem:
+        timer = reference.train(model, loader, opt, s.device, steps, warmup, on_timed_start=mem.slow_down)
+    return {**timer.as_dict(), "peak_mb": mem.peak_mb, "cuda_peak_mb": mem.cuda_peak_mb}
+
+
+def measure_reference_eval(s: Setup, name: str, size: int, batch: int, warmup: int, steps: int) -> dict:
+    """Return images/s of the reports' evaluation loop (frozen model, no_grad, PIL each time)."""
+    model = build(name, "head", s.device)
+    mean, std = models.input_normalisation(model)
+    loader = reference.make_loader(s.reference_val(size, mean, std), batch, shuffle=False)
+    return reference.evaluate(model, loader, s.device, steps, warmup).as_dict()
+
+
+def measure_ours(s: Setup, name: str, size: int, batch: int, warmup: int, steps: int, freeze: str = "none",
+                 channels_last: bool = False, amp: bool = False, knobs: dict | None = None) -> dict:
+    """Return images/s, data-wait share and peak memory of foodcnn's training path (train.train_one_epoch)."""
+    split = truncate(s.split(size), (warmup + steps) * batch)
+    model = build(name, freeze, s.device, channels_last, **(knobs or {}))
+    mem = PeakMemory(s.device)
+    stream = TimedStream(train.ImageStream(split, model, s.device, batch, None, channels_last), warmup, steps, s.device,
+                         on_timed_start=mem.slow_down)
+    opt = torch.optim.Adam(trainable(model), lr=1e-3)
+    models.set_train_mode(model, True)
+    torch.manual_seed(0)
+    with mem:
+        train.train_one_epoch(model, stream, opt, torch.Generator().manual_seed(0), s.device, amp, False, "bench")
+    return {**stream.result(), "peak_mb": mem.peak_mb, "cuda_peak_mb": mem.cuda_peak_mb}
+
+
+def train_one_epoch_nosync(net, stream, optimizer, generator, device, amp, progress, desc) -> dict[str, float]:
+    """Candidate patch of train.train_one_epoch: loss/accuracy summed on the device, read once per epoch.
+
+    The library reads loss.item(), the correct count and isfinite(loss) every step: three host-device
+    syncs that keep the CPU from preparing the next batch while the GPU works. Here a NaN/inf loss is
+    noticed at the end of the epoch (the sum is NaN) instead of at the step.
+    """
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    t0 = time.perf_counter()
+    for x, y in stream(generator, train=True):
+        with train._autocast(device, amp):
+            logits = net(x)
+            loss = torch.nn.functional.cross_entropy(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+    loss_sum = total_loss.item()
+    return {"loss": loss_sum / max(seen, 1) if math.isfinite(loss_sum) else float("nan"),
+            "acc": correct.item() / max(seen, 1), "images": seen, "seconds": time.perf_counter() - t0}
+
+
+def cpu_bf16_autocast(device: torch.device, amp: bool):
+    """Candidate patch of train._autocast: bf16 autocast on CPU too (native on AVX512-BF16/AMX CPUs)."""
+    if amp and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def measure_ours_cpu_patch(s: "Setup", name: str, size: int, batch: int, warmup: int, steps: int) -> dict:
+    """Return measure_ours with the proposed CPU patch: channels_last for every model, bf16 autocast for the small CNNs.
+
+    bench.py --only-patches shows why the split: bf16 doubles the small CNNs on this CPU but slows
+    vgg16_bn and efficientnet_lite0 down.
+    """
+    if models.family(name) == "small":
+        with patched(train, "_autocast", cpu_bf16_autocast):
+            return measure_ours(s, name, size, batch, warmup, steps, channels_last=True, amp=True)
+    return measure_ours(s, name, size, batch, warmup, steps, channels_last=True)
+
+
+@contextlib.contextmanager
+def patched(obj: Any, name: str, value: Any) -> Iterator[None]:
+    """Temporarily replace obj.name (a candidate library patch measured in place)."""
+    real = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, real)
+
+
+def measure_eval(s: Setup, name: str, size: int, batch: int, warmup: int, steps: int, channels_last: bool = False,
+                 amp: bool = False, knobs: dict | None = None) -> dict:
+    """Return images/s of train.evaluate (validation and test passes) over the whole model."""
+    split = truncate(s.split(size), (warmup + steps) * batch)
+    model = build(name, "none", s.device, channels_last, **(knobs or {}))
+    stream = TimedStream(train.ImageStream(split, model, s.device, batch, None, channels_last), warmup, steps, s.device)
+    models.set_train_mode(model, False)
+    train.evaluate(model, stream, s.device, amp)
+    return stream.result()
+
+
+def measure_features(s: Setup, name: str, size: int, batch: int, warmup: int, steps: int,
+                     channels_last: bool = False, inference_mode: bool = False) -> dict:
+    """Return images/s of train.backbone_features (the one-off pass of a frozen-backbone run) and peak memory."""
+    model = build(name, "head", s.device, channels_last)
+    split = s.split(size)
+    mode = torch.inference_mode if inference_mode else contextlib.nullcontext
+
+    def stream(n: int) -> train.ImageStream:
+        return train.ImageStream(truncate(split, n), model, s.device, batch, None, channels_last)
+
+    with mode():
+        train.backbone_features(model, stream(warmup * batch))  # warm-up
+        with PeakMemory(s.device, interval=0.5) as mem:
+            if s.device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            feats = train.backbone_features(model, stream(steps * batch))
+            if s.device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+    return {"images_per_s": len(feats) / seconds, "dim": feats.shape[1], "peak_mb": mem.peak_mb,
+            "cuda_peak_mb": mem.cuda_peak_mb}
+
+
+def measure_head_epochs(s: Setup, name: str, dim: int, n_train: int, n_val: int, batch: int, epochs: int = 3) -> dict:
+    """Return seconds per head-only epoch (train over n_train cached features + validation over n_val)."""
+    model = build(name, "head", s.device)
+    net = train.head_of(model)
+    g = torch.Generator().manual_seed(0)
+    feats, labels = torch.randn(n_train, dim, generator=g).to(s.device), torch.randint(0, 20, (n_train,)).to(s.device)
+    fs_train = train.FeatureStream(feats, labels, batch, None)
+    fs_val = train.FeatureStream(feats[:n_val], labels[:n_val], batch, None)
+    opt = torch.optim.Adam(trainable(net), lr=1e-3)
+    times = []
+    for epoch in range(epochs + 1):  # the first is warm-up
+        t0 = time.perf_counter()
+        net.train()
+        train.train_one_epoch(net, fs_train, opt, torch.Generator().manual_seed(epoch), s.device, True, False, "head")
+        net.eval()
+        train.evaluate(net, fs_val, s.device, True)
+        times.append(time.perf_counter() - t0)
+    return {"epoch_s": float(np.median(times[1:]))}
+
+
+def measure_wide_cpu(size: int, batch: int, steps: int = 3) -> float:
+    """Return seconds per image of the `wide` augmentation (it runs on uint8 CPU batches in the main process)."""
+    aug = transforms.make("wide", size)
+    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    aug(x, g)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        aug(x, g)
+    return (time.perf_counter() - t0) / (steps * batch)
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------
+
+
+def geomean(xs: list[float]) -> float:
+    xs = [x for x in xs if x == x and x > 0]
+    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            if v != v:
+                return "-"
+            return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}" if abs(v) >= 1 else f"{v:.3f}"
+        return str(v)
+
+    cells = [[fmt(v) for v in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def pct(x: float) -> str:
+    return "-" if x != x else f"{100 * x:.1f}%"
+
+
+# --------------------------------------------------------------------------------------------
+# Set-up
+# --------------------------------------------------------------------------------------------
+
+
+def demo_params() -> tuple[params.Params, str]:
+    """Return the demo profile's parameters (params/profiles/demo.yaml, or the fallback) and where they came from."""
+    path = REPO / "params" / "profiles" / "demo.yaml"
+    if path.is_file():
+        raw = params.read_yaml(path)
+        return params.from_mapping(raw, source=str(path)), str(path.relative_to(REPO))
+    return params.from_mapping(DEMO_FALLBACK, source="<bench fallback>"), "fallback (no params/profiles/demo.yaml)"
+
+
+def make_setup(device: torch.device, root: str | None) -> Setup:
+    demo, _ = demo_params()
+    data_root = Path(root or demo.data_root)
+    if not data_root.is_absolute():
+        data_root = REPO / data_root
+    try:
+        data.find_root(data_root)
+    except data.DatasetError:
+        out = data_root.parent if data_root.name == "food-101" else data_root
+        print(f"generating the synthetic dataset under {out} ...", flush=True)
+        synth.generate(out, progress=False)
+    subset = data.load_subset(data_root, demo.classes, demo.num_classes, demo.val_fraction, demo.split_seed,
+                              demo.max_train_per_class, demo.max_test_per_class)
+    cache = Path(tempfile.mkdtemp(prefix="foodcnn-bench-"))
+    return Setup(subset, device, cache, demo)
+
+
+def describe_machine(device: torch.device) -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    out = (f"machine: {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+           f"load average {load:.2f}")
+    if device.type == "cuda":
+        out += f"; GPU: {torch.cuda.get_device_name()}"
+    return out
