@@ -126,6 +126,23 @@ def summary() -> None:
         new_markdown_cell("## Learning curves\n\nTrain (blue) and validation (orange) loss and accuracy of every run; "
                           "the star marks the best epoch (lowest validation loss), whose weights were tested."),
         new_code_cell("for fig in report.curve_figures(study):\n    display(fig)"),
+        new_markdown_cell("## Inside the networks\n\nWhat the best run of each model family (highest test accuracy, "
+                          "seed 0) learned and where it looks (SPEC §5)."),
+        new_code_cell("from foodcnn import insight\n\nreps = insight.representative_runs(study)\n"
+                      "display(Markdown(insight.visualisation_links(study)))"),
+        new_markdown_cell("### First-layer filters\n\nEvery first-layer filter, shifted to be non-negative and "
+                          "divided by its maximum, as an RGB tile (SPEC §5): the representatives first, then every "
+                          "trained model (seed 0). Trained filters show colour blobs and edges; filters that barely "
+                          "moved from their random start look like noise."),
+        new_code_cell("display(insight.filters_overview(reps, ncols=4, panel=2.4))\n"
+                      "insight.filters_overview(insight.all_runs(study))"),
+        new_markdown_cell("### Feature maps\n\nThe first test image through each representative: the outputs of "
+                          "its first, a middle and its last convolution, each map min-max normalised."),
+        new_code_cell("for fig in insight.feature_map_figures(reps):\n    display(fig)"),
+        new_markdown_cell("### Where each network looks\n\nThe same test images through every representative: "
+                          "Grad-CAM for the model's own prediction (red = evidence for it) and that prediction, "
+                          "✗ when wrong; the true classes head the columns."),
+        new_code_cell("insight.side_by_side(reps)"),
         new_markdown_cell("## Seeds, error bars and significance\n\n"
                           "Both reports drew conclusions from single runs. Here each row is run once per seed of "
                           "the profile; the table gives mean ± standard deviation over seeds. Each row is then "
@@ -154,3 +171,6 @@ if __name__ == "__main__":
     for name, (title, text) in KINDS.items():
         experiment(name, title, text)
     summary()
+    import viz_notebooks  # tools/ is sys.path[0] when this file runs as a script
+
+    viz_notebooks.build()

@@ -336,6 +336,9 @@ def render(profile: str, runs_dir: str | Path = "runs", params_dir: str | Path =
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    from . import insight  # the per-model pages first: the summary links to them
+
+    insight.render_visualisations(collect(runs_dir, profile, params_dir), out_dir, notebooks_dir)
     executed = out_dir / f"summary-{profile}.ipynb"
     pm.execute_notebook(str(Path(notebooks_dir) / "summary.ipynb"), str(executed), kernel_name=KERNEL,
                         parameters={"profile": profile, "runs_dir": str(Path(runs_dir).resolve()),
