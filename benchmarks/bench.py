@@ -1,6 +1,6 @@
 """Speed of foodcnn's data and training paths against the reports' way (benchmarks/reference.py); prints figures.
 
-    python benchmarks/bench.py                 # CPU: every model family at the demo size and at 224 px (~6 min, 2 idle cores)
+    python benchmarks/bench.py                 # CPU: every family at the demo size and 224 px (~6 min, 2 idle cores)
     python benchmarks/bench.py --quick         # a smoke run: fewer steps, 224 px for resnet18 only
     python benchmarks/bench.py --only-patches  # candidate library patches (channels_last, bf16 on CPU, ...) only
     python benchmarks/bench.py --device cuda   # GPU: images/s at 224 px with AMP + the paper catalogue's wall time
@@ -95,7 +95,7 @@ def scratch_rows(s: Setup, names: list[str], plan: Plan) -> tuple[list[list[Any]
 
 
 def data_path_rows(s: Setup, names: list[str], n: int = 256) -> list[list[Any]]:
-    """Return per-image CPU cost of producing a model-ready batch, in this process on one core: PIL path vs cache path."""
+    """Return the per-image CPU cost (one thread) of a model-ready batch: the PIL path against the cache path."""
     from torch.utils.data import default_collate
 
     threads = torch.get_num_threads()
@@ -219,7 +219,7 @@ def wide_rows(s: Setup, names: list[str]) -> list[list[Any]]:
 
 
 def feature_patch_rows(s: Setup, names: list[str], plan: Plan) -> list[list[Any]]:
-    """Return img/s of the frozen-backbone pass: the library's (batch 32, no_grad), inference_mode, 4x batch, channels_last."""
+    """Return img/s of the frozen-backbone pass: the library's, inference_mode, 4x the batch, + channels_last."""
     rows = []
     w, k = plan.frozen_steps
     for name in names:
@@ -229,7 +229,8 @@ def feature_patch_rows(s: Setup, names: list[str], plan: Plan) -> list[list[Any]
                     measure_features(s, name, size, 4 * batch, 1, max(1, k // 4), inference_mode=True),
                     measure_features(s, name, size, 4 * batch, 1, max(1, k // 4), channels_last=True,
                                      inference_mode=True)]
-        rows.append([name, size, base, *(f"{v['images_per_s']:.1f} ({v['images_per_s'] / base:.2f}x)" for v in variants)])
+        rows.append([name, size, base, *(f"{v['images_per_s']:.1f} ({v['images_per_s'] / base:.2f}x)"
+                                         for v in variants)])
     return rows
 
 
@@ -279,7 +280,8 @@ def run_cpu(args: argparse.Namespace) -> None:
         shutil.rmtree(s.cache_dir, ignore_errors=True)
     d, w, k = plan.demo_steps[0], plan.demo_steps[1], plan.big_steps[1]
     print(f"\n== Training steps: images/s (batch {demo.batch_size} at the demo size, {plan.rounds} alternating rounds "
-          f"of {d} warm-up + {w} timed steps; batch {plan.big_batch} at 224 px, {plan.big_steps[0]} warm-up + {k} timed)")
+          f"of {d} warm-up + {w} timed steps; batch {plan.big_batch} at 224 px, {plan.big_steps[0]} warm-up + {k} "
+          "timed)")
     print(table(["model", "px", "batch", "ref img/s", "ours img/s", "ours/ref", "ref data wait", "ours data wait",
                  "ref peak MB", "ours peak MB", "patched/ref"], rows))
     print("patched/ref: ours with the proposed CPU patch (channels_last for every model, bf16 autocast for the small "
@@ -321,7 +323,8 @@ def run_cpu(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a smoke run: fewer steps, 224 px for resnet18 only")
-    ap.add_argument("--device", default="cpu", help="cpu (side-by-side comparison) or cuda (AMP + catalogue projection)")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu (side-by-side comparison) or cuda (AMP + catalogue projection)")
     ap.add_argument("--models", nargs="+", help="model families to measure (default: all)")
     ap.add_argument("--root", help="dataset root (default: the demo profile's data_root, data/food-101)")
     ap.add_argument("--epochs", type=int, help="epochs a frozen-backbone run amortises its one-off pass over "

@@ -1,4 +1,4 @@
-"""The GPU side of benchmarks/bench.py (--device cuda): images/s at 224 px with AMP, and the paper catalogue's wall time."""
+"""The GPU side of benchmarks/bench.py (--device cuda): images/s at 224 px with AMP; the paper catalogue's wall time."""
 
 from __future__ import annotations
 
@@ -114,8 +114,8 @@ def run_cuda(args: argparse.Namespace) -> None:
             o32 = measure_ours(s, name, size, batch, w, k, "none")
             with patched(train, "train_one_epoch", train_one_epoch_nosync):
                 ons = measure_ours(s, name, size, batch, w, k, "none", channels_last=True, amp=True)
-            ev = measure_features(s, name, size, batch, w, k, channels_last=True) if models.family(name) == "pretrained" \
-                else None
+            pretrained = models.family(name) == "pretrained"
+            ev = measure_features(s, name, size, batch, w, k, channels_last=True) if pretrained else None
             ours_train[(name, "none", "{}")] = o["images_per_s"]
             mrows.append([name, size, ref["images_per_s"], pct(ref["data_wait_share"]), o32["images_per_s"],
                           o["images_per_s"], f"{o['images_per_s'] / ref['images_per_s']:.2f}x",

@@ -109,12 +109,13 @@ def test_reference_dataset_covers_the_subset(subset, reference, tiny_synth):
 
 
 def test_bench_helpers_run_the_library_path(subset, tmp_path):
-    """The benchmark's own plumbing: its reference split is foodcnn's train split; TimedStream drives train_one_epoch."""
+    """The benchmark's plumbing: its reference split is foodcnn's train split; TimedStream drives train_one_epoch."""
     _load("reference")
     bench = _load("measure")
     setup = bench.Setup(subset, torch.device("cpu"), tmp_path / "cache", params.Params())
     ref_split = setup.reference_train(20, models.IMAGENET_MEAN, models.IMAGENET_STD)
-    assert sorted(ref_split.dataset.samples[i][0] for i in ref_split.indices) == sorted(str(s.path) for s in subset.train)
+    ref_paths = sorted(ref_split.dataset.samples[i][0] for i in ref_split.indices)
+    assert ref_paths == sorted(str(s.path) for s in subset.train)
     ours = bench.measure_ours(setup, "baseline", 20, 8, warmup=1, steps=2)
     assert ours["images"] == 16 and ours["seconds"] > 0 and 0 <= ours["data_wait_share"] <= 1
     ref = bench.measure_reference(setup, "baseline", 20, 8, warmup=1, steps=2, workers=0)
