@@ -36,7 +36,7 @@ def test_custom_a_parameter_count_by_hand():
 def test_custom_b_parameter_count_by_hand():
     convs = [(3, 64), (64, 128)] + [(128, 128)] * 4
     expected = sum(i * o * 9 + o for i, o in convs) + 2 * sum(o for _, o in convs) + 16_512 + 2_580
-    assert expected == 1792 + 73856 + 4 * 147584 + 2 * (64 + 128 * 5) + 16512 + 2580 == 685_364
+    assert expected == 1792 + 73856 + 4 * 147584 + 2 * (64 + 128 * 5) + 16512 + 2580 == 686_484
     assert models.count_parameters(models.build("custom_b"))[0] == expected
 
 
