@@ -5,6 +5,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.foodcnn-installed
 PROFILE ?= demo
+# notebooks at a time (each kernel gets cores/JOBS threads); on 2 cores 2 jobs gained nothing: 1
+JOBS    ?= 1
 
 .PHONY: setup report test bench data lab clean clean-runs
 
@@ -20,7 +22,7 @@ data: setup  ## the embedded synthetic dataset in the Food-101 layout (data/food
 	$(PY) -m foodcnn data synth --out data
 
 report: data  ## every catalogue row through papermill, then the report in reports/
-	$(PY) -m foodcnn batch --profile $(PROFILE)
+	$(PY) -m foodcnn batch --profile $(PROFILE) --jobs $(JOBS)
 	$(PY) -m foodcnn report --profile $(PROFILE)
 
 test: setup  ## the test suite (no network, no GPU; builds its own tiny data)

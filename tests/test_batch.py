@@ -37,7 +37,7 @@ def test_batch_runs_rows_records_failure_resumes_and_reports(study_dirs, tmp_pat
     broken = next(j for j in jobs if j.params.id == "x_broken")
     jobs = [j if j is not broken else batch.Job(j.params.replace(pretrained="required"), j.params_file, j.notebook)
             for j in jobs]
-    outcomes = batch.run_batch(jobs, progress=False)
+    outcomes = batch.run_batch(jobs, progress=False, workers=2)  # two notebooks at a time, as `make report`
     status = {o.job.params.id: o.status for o in outcomes}
     assert status == {"b_baseline": "ok", "b_custom3": "ok", "b_resnet_stock": "ok", "x_broken": "failed"}
     failed_dir = next(o.job.run_dir for o in outcomes if o.status == "failed")

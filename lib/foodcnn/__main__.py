@@ -55,7 +55,12 @@ def cmd_batch(args: argparse.Namespace) -> int:
     jobs = batch.plan(args.profile, args.ids, params_dir=args.params_dir, notebooks_dir=args.notebooks_dir,
                       overrides=_overrides(args.set))
     print(f"{len(jobs)} run(s) planned for profile {args.profile}")
-    outcomes = batch.run_batch(jobs, progress=not args.quiet, rerun=args.rerun)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    if not args.verbose:  # papermill logs three INFO lines per notebook; the bar and one line per run say enough
+        logging.getLogger("papermill").setLevel(logging.WARNING)
+    with logging_redirect_tqdm():  # log lines print above the progress bar instead of breaking it
+        outcomes = batch.run_batch(jobs, progress=not args.quiet, rerun=args.rerun, workers=args.jobs)
     print(batch.summary(outcomes))
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
@@ -100,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--profile", default="demo", help="profile overlay (default: demo)")
     b.add_argument("--rerun", action="store_true", help="run again even when a finished run has the same parameters")
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter in every row")
+    b.add_argument("-j", "--jobs", type=int, default=1,
+                   help="notebooks run at a time, each kernel with an equal share of the CPU threads (default: 1)")
     b.add_argument("--params-dir", default="params")
     b.add_argument("--notebooks-dir", default="notebooks")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -6,7 +6,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 # A write goes to ".<name>.<random>.tmp" beside its target, then is renamed over it. A kill leaves at
 # most such a temp file: no reader opens it (they ask for exact names) and `remove_temps` clears it.
@@ -28,14 +28,14 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder, fsync, then rename."""
+def _atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call `write` on a temporary file beside `path`, fsync it, then rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
@@ -49,6 +49,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     _fsync_dir(path.parent)  # the rename itself survives a power cut
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder, fsync, then rename."""
+    _atomic_write(path, lambda f: f.write(data))
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` (UTF-8) to `path` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
@@ -56,13 +61,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_torch_save(path: str | Path, obj: Any) -> None:
     """torch.save `obj` to `path` atomically."""
-    import io
-
     import torch
 
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    # Straight into the temp file: a VGG16 checkpoint with Adam state is 1.6 GB, and a BytesIO copy first
+    # cost 2.7 s and as much memory again per epoch.
+    _atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def remove_temps(folder: str | Path, older_than_s: float = 0.0) -> list[Path]:

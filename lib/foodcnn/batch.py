@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
+import os
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from . import models, params, runs
 from .atomic import atomic_write_text
@@ -116,7 +119,7 @@ def execute(job: Job, progress: bool = False) -> Outcome:
     try:
         pm.execute_notebook(
             str(job.notebook), str(out_nb), parameters=job.params.to_dict(), kernel_name=KERNEL,
-            progress_bar=False, log_output=False, cwd=str(Path.cwd()),
+            progress_bar=False, log_output=False,  # no cwd=: papermill's chdir is not thread-safe (issue #473)
         )
     except Exception as e:  # PapermillExecutionError, a dead kernel, ...
         ename = getattr(e, "ename", type(e).__name__)
@@ -129,25 +132,59 @@ def execute(job: Job, progress: bool = False) -> Outcome:
                    "" if result else "the notebook finished without writing result.json")
 
 
-def run_batch(jobs: list[Job], progress: bool = True, rerun: bool = False) -> list[Outcome]:
-    """Execute the jobs in order, skipping finished runs with unchanged parameters; failures do not stop the batch."""
+@contextlib.contextmanager
+def _kernel_threads(workers: int) -> Iterator[None]:
+    """Give each of `workers` concurrent kernels an equal share of the CPU cores (kernels inherit the environment)."""
+    if "OMP_NUM_THREADS" in os.environ:  # the user's choice stands
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    try:
+        yield
+    finally:
+        del os.environ["OMP_NUM_THREADS"]
+
+
+def run_batch(jobs: list[Job], progress: bool = True, rerun: bool = False, workers: int = 1) -> list[Outcome]:
+    """Execute the jobs, `workers` notebooks at a time, skipping finished runs with unchanged parameters.
+
+    Failures do not stop the batch. Outcomes come back in the order of `jobs`.
+    """
     from tqdm.auto import tqdm
 
-    outcomes: list[Outcome] = []
-    bar = tqdm(jobs, desc="batch", unit="run", disable=not progress)
-    for job in bar:
-        bar.set_postfix_str(job.name)
+    outcomes: dict[int, Outcome] = {}
+    todo: list[int] = []
+    for i, job in enumerate(jobs):
         if not rerun and runs.is_finished(job.run_dir, job.params):
-            outcomes.append(Outcome(job, "skipped", 0.0))
-            continue
-        outcome = execute(job)
-        outcomes.append(outcome)
-        line = f"{job.name}: {outcome.status} in {outcome.seconds:.0f}s"
+            outcomes[i] = Outcome(job, "skipped", 0.0)
+        else:
+            todo.append(i)
+    bar = tqdm(total=len(jobs), initial=len(outcomes), desc="batch", unit="run", disable=not progress)
+
+    def done(i: int, outcome: Outcome) -> None:
+        outcomes[i] = outcome
+        line = f"{outcome.job.name}: {outcome.status} in {outcome.seconds:.0f}s"
         if outcome.error:
-            line += f" ({outcome.error.splitlines()[0][:200]}; see {job.run_dir / runs.ERROR})"
+            line += f" ({outcome.error.splitlines()[0][:200]}; see {outcome.job.run_dir / runs.ERROR})"
         (log.warning if outcome.status == "failed" else log.info)(line)
+        bar.update(1)
+
+    if workers <= 1:
+        for i in todo:
+            bar.set_postfix_str(jobs[i].name)
+            done(i, execute(jobs[i]))
+    else:
+        # Threads suffice: each notebook runs in its own kernel process.
+        with _kernel_threads(workers), ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(execute, jobs[i]): i for i in todo}
+            try:
+                for fut in as_completed(futures):
+                    done(futures[fut], fut.result())
+            except KeyboardInterrupt:  # start nothing new; the running kernels got the same Ctrl-C
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     bar.close()
-    return outcomes
+    return [outcomes[i] for i in range(len(jobs))]
 
 
 def summary(outcomes: list[Outcome]) -> str:

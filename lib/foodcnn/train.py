@@ -287,7 +287,9 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
     atomic_write_text(rdir / runs.PARAMS, dump(p))
 
     model = models.build_from_params(p).to(device)
-    use_cl = p.channels_last and device.type == "cuda"
+    # channels_last pays on both devices: +10-20 % images/s for the small CNNs, ResNet18 and EfficientNet on a
+    # 2-core CPU (oneDNN), tensor cores on CUDA (benchmarks/bench.py).
+    use_cl = p.channels_last
     if use_cl:
         model = model.to(memory_format=torch.channels_last)
     total, trainable = models.count_parameters(model)
@@ -315,7 +317,10 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
         train_s, val_s, test_s = stream(loaded.train, augment), stream(loaded.val, None), stream(loaded.test, None)
         net = model
 
-    optimizer = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=p.lr)
+    # fused=True: one kernel for the whole update. On CPU it cuts VGG16's Adam step (134 M parameters) from
+    # 0.73 s to 0.06 s per batch, 1.6x the images/s of a fine-tune run; on CUDA it is the fast path too.
+    optimizer = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=p.lr,
+                                 fused=device.type in ("cpu", "cuda"))
     start_epoch, best_val, best_epoch, bad_epochs, resumed_from = 1, math.inf, 0, 0, None
     rows: list[dict[str, float]] = []
     if state is not None:
