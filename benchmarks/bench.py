@@ -2,7 +2,7 @@
 
     python benchmarks/bench.py                 # CPU: every family at the demo size and 224 px (~6 min, 2 idle cores)
     python benchmarks/bench.py --quick         # a smoke run: fewer steps, 224 px for resnet18 only
-    python benchmarks/bench.py --only-patches  # candidate library patches (channels_last, bf16 on CPU, ...) only
+    python benchmarks/bench.py --only-patches  # candidate library patches (NCHW, bf16 on CPU, ...) only
     python benchmarks/bench.py --device cuda   # GPU: images/s at 224 px with AMP + the paper catalogue's wall time
 
 Both loops run in this one process, side by side, on the same model, data, batch size and number of
@@ -52,7 +52,7 @@ class Plan:
     big_models: list[str] | None = None  # None: all but SKIP_ON_CPU_224
     frozen_steps: tuple[int, int] = (1, 4)
     patches: bool = False
-    patched_column: bool = True  # ours with the proposed CPU patch, at the demo size
+    patched_column: bool = False  # ours with bf16 autocast for the small CNNs (pays only with native bf16)
 
 
 def at_224(plan: Plan, name: str) -> bool:
@@ -143,7 +143,7 @@ def frozen_rows(s: Setup, names: list[str], plan: Plan, epochs: int) -> tuple[li
     """Return the frozen-backbone table rows and each model's speed-up over one demo run."""
     n_train, n_val, n_test = len(s.subset.train), len(s.subset.val), len(s.subset.test)
     n_all = n_train + n_val + n_test
-    rows, speedups, patched_speedups = [], {}, {}
+    rows, speedups = [], {}
     sharing = frozen_runs("demo")
     for name in names:
         size, batch = s.demo.replace(model=name).resolved_image_size, s.demo.batch_size
@@ -152,7 +152,6 @@ def frozen_rows(s: Setup, names: list[str], plan: Plan, epochs: int) -> tuple[li
         ref = measure_reference(s, name, size, batch, w, k, freeze="head")
         ref_eval = measure_reference_eval(s, name, size, batch, 1, max(1, min(k, n_val // batch - 1)))
         feat = measure_features(s, name, size, batch, w, k)
-        feat_p = measure_features(s, name, size, batch, w, k, channels_last=True)  # the proposed patch
         head = measure_head_epochs(s, name, feat["dim"], n_train, n_val, batch)
         # One run of E epochs: train + validation every epoch, the test split once.
         ref_epoch = n_train / ref["images_per_s"] + n_val / ref_eval["images_per_s"]
@@ -164,18 +163,15 @@ def frozen_rows(s: Setup, names: list[str], plan: Plan, epochs: int) -> tuple[li
         # Epochs after which the run is 10x faster: solve E*ref_epoch + t_test >= 10*(one_off + E*head).
         need = (10 * one_off - n_test / ref_eval["images_per_s"]) / (ref_epoch - 10 * head["epoch_s"])
         speedups[name] = speedup
-        patched_speedups[name] = ref_run / (n_all / s.decode_ips[size] + n_all / feat_p["images_per_s"]
-                                            + epochs * head["epoch_s"])
         k_runs = max(1, sharing.get(name, 1))
         shared = ref_run / (one_off / k_runs + epochs * head["epoch_s"])
-        patched_run = patched_speedups[name]
         rows.append([name, size, ref["images_per_s"], pct(ref["data_wait_share"]), feat["images_per_s"], one_off,
                      head["epoch_s"], ref_epoch, f"{per_epoch:,.0f}x", f"{speedup:.1f}x",
-                     max(1, math.ceil(need)) if need == need else "-", feat_p["images_per_s"], f"{patched_run:.1f}x",
-                     f"{shared:.1f}x ({k_runs})", ref["peak_mb"], feat["peak_mb"]])
+                     max(1, math.ceil(need)) if need == need else "-", f"{shared:.1f}x ({k_runs})", ref["peak_mb"],
+                     feat["peak_mb"]])
         print(f"  {name} @{size}px frozen: reference {ref_epoch:.1f} s/epoch, ours one-off {one_off:.1f} s "
               f"+ {head['epoch_s'] * 1000:.0f} ms/epoch -> {speedup:.1f}x over {epochs} epochs", flush=True)
-    return rows, speedups, patched_speedups
+    return rows, speedups
 
 
 def patch_rows(s: Setup, names: list[str], plan: Plan) -> list[list[Any]]:
@@ -185,10 +181,10 @@ def patch_rows(s: Setup, names: list[str], plan: Plan) -> list[list[Any]]:
     for name in names:
         size, batch = s.demo.replace(model=name).resolved_image_size, s.demo.batch_size
         base = measure_ours(s, name, size, batch, w, k)
-        cl = measure_ours(s, name, size, batch, w, k, channels_last=True)
+        cl = measure_ours(s, name, size, batch, w, k, channels_last=False)
         with patched(train, "_autocast", cpu_bf16_autocast):
             bf = measure_ours(s, name, size, batch, w, k, amp=True)
-            clbf = measure_ours(s, name, size, batch, w, k, channels_last=True, amp=True)
+            clbf = measure_ours(s, name, size, batch, w, k, channels_last=False, amp=True)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -219,7 +215,7 @@ def wide_rows(s: Setup, names: list[str]) -> list[list[Any]]:
 
 
 def feature_patch_rows(s: Setup, names: list[str], plan: Plan) -> list[list[Any]]:
-    """Return img/s of the frozen-backbone pass: the library's, inference_mode, 4x the batch, + channels_last."""
+    """Return img/s of the frozen-backbone pass: the library's, inference_mode, 4x the batch, + NCHW."""
     rows = []
     w, k = plan.frozen_steps
     for name in names:
@@ -227,7 +223,7 @@ def feature_patch_rows(s: Setup, names: list[str], plan: Plan) -> list[list[Any]
         base = measure_features(s, name, size, batch, w, k)["images_per_s"]
         variants = [measure_features(s, name, size, batch, w, k, inference_mode=True),
                     measure_features(s, name, size, 4 * batch, 1, max(1, k // 4), inference_mode=True),
-                    measure_features(s, name, size, 4 * batch, 1, max(1, k // 4), channels_last=True,
+                    measure_features(s, name, size, 4 * batch, 1, max(1, k // 4), channels_last=False,
                                      inference_mode=True)]
         rows.append([name, size, base, *(f"{v['images_per_s']:.1f} ({v['images_per_s'] / base:.2f}x)"
                                          for v in variants)])
@@ -236,12 +232,12 @@ def feature_patch_rows(s: Setup, names: list[str], plan: Plan) -> list[list[Any]
 
 def print_patches(prow: list, fprow: list, names: list[str], s: Setup) -> None:
     print("\n== Candidate library patches, ours at the demo size (training img/s; ratio to the library as it is)")
-    print(table(["model", "px", "library fp32 (twice)", "channels_last", "bf16 autocast", "channels_last+bf16",
+    print(table(["model", "px", "library: fp32 channels_last (twice)", "NCHW", "bf16 autocast", "NCHW+bf16",
                  "1 thread"], prow))
     print("\n== `wide` augmentation (transforms.Wide, per image on uint8 CPU tensors), ms per image")
     print(table(["px", f"library ({torch.get_num_threads()} threads)", "1 thread"], wide_rows(s, names)))
     print("\n== Frozen-backbone feature pass (img/s; library: batch 32 under no_grad)")
-    print(table(["model", "px", "library", "inference_mode", "inference_mode, batch 128", "+ channels_last"], fprow))
+    print(table(["model", "px", "library", "inference_mode", "inference_mode, batch 128", "+ NCHW"], fprow))
 
 
 def run_cpu(args: argparse.Namespace) -> None:
@@ -272,7 +268,7 @@ def run_cpu(args: argparse.Namespace) -> None:
         drows = data_path_rows(s, names, 96 if args.quick else 256)
         rows, at_demo = scratch_rows(s, names, plan)
         print("\n[2/3] frozen backbone (freeze: head)", flush=True)
-        frows, speedups, patched_speedups = frozen_rows(s, frozen, plan, epochs)
+        frows, speedups = frozen_rows(s, frozen, plan, epochs)
         if plan.patches:
             print("\n[3/3] candidate library patches (ours, demo size)", flush=True)
             prow, fprow = patch_rows(s, names, plan), feature_patch_rows(s, frozen, plan)
@@ -284,8 +280,8 @@ def run_cpu(args: argparse.Namespace) -> None:
           "timed)")
     print(table(["model", "px", "batch", "ref img/s", "ours img/s", "ours/ref", "ref data wait", "ours data wait",
                  "ref peak MB", "ours peak MB", "patched/ref"], rows))
-    print("patched/ref: ours with the proposed CPU patch (channels_last for every model, bf16 autocast for the small "
-          "CNNs) against the same reference steps")
+    if plan.patched_column:
+        print("patched/ref: ours with bf16 autocast for the small CNNs against the same reference steps")
     skipped = [n for n in names if not at_224(plan, n)]
     if skipped:
         print(f"(224 px on CPU left out for {', '.join(skipped)}: too slow for `make bench` on 2 cores)")
@@ -300,10 +296,10 @@ def run_cpu(args: argparse.Namespace) -> None:
           f"val {len(s.subset.val)} each epoch, test {len(s.subset.test)} once)")
     print(table(["model", "px", "ref train img/s", "ref data wait", "ours feat img/s", "ours one-off s",
                  "ours s/epoch", "ref s/epoch", "per epoch", f"run ({epochs} ep)", "10x after ep",
-                 "patched feat img/s", "run, patched", "shared (runs)", "ref peak MB", "ours peak MB"], frows))
+                 "shared (runs)", "ref peak MB", "ours peak MB"], frows))
     print("reference: forward through the frozen backbone (train mode) + head backward, PIL every epoch; ours: "
           "cold decode + backbone features of all three splits once (charged in full), then head-only epochs.\n"
-          "patched: the feature pass in channels_last on CPU too (proposed patch). shared (runs): "
+          "shared (runs): "
           "the library's run if its features were kept on disk and shared by the demo catalogue's runs with the same "
           "frozen backbone (proposed patch; their count in brackets)")
     if prow is not None:
@@ -314,9 +310,7 @@ def run_cpu(args: argparse.Namespace) -> None:
     scratch_speedup = geomean([v["ratio"] for v in at_demo.values()])
     wait = geomean([v["ours_wait"] for v in at_demo.values()])
     if plan.patched_column:
-        print(f"with the proposed patches: frozen_speedup={geomean(list(patched_speedups.values())):.1f} "
-              f"(channels_last feature pass) scratch_speedup="
-              f"{geomean([v['ratio_patched'] for v in at_demo.values()]):.2f} (channels_last + bf16 small CNNs)")
+        print(f"with bf16 small CNNs: scratch_speedup={geomean([v['ratio_patched'] for v in at_demo.values()]):.2f}")
     print(f"frozen_speedup={frozen_speedup:.1f} scratch_speedup={scratch_speedup:.2f} data_wait={100 * wait:.1f}%")
 
 
@@ -330,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, help="epochs a frozen-backbone run amortises its one-off pass over "
                                                "(default: the demo profile's)")
     ap.add_argument("--patches", action=argparse.BooleanOptionalAction, default=None,
-                    help="also measure candidate library patches: channels_last and bf16 autocast on CPU, "
+                    help="also measure candidate library patches: NCHW and bf16 autocast on CPU, "
                          "inference_mode and a larger batch for the feature pass (adds ~5 min on 2 cores)")
     ap.add_argument("--only-patches", action="store_true", help="measure only the candidate library patches")
     ap.add_argument("--size", type=int, help="image size of the --device cuda table (default 224)")

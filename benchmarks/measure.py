@@ -216,14 +216,17 @@ def measure_reference_eval(s: Setup, name: str, size: int, batch: int, warmup: i
 
 
 def measure_ours(s: Setup, name: str, size: int, batch: int, warmup: int, steps: int, freeze: str = "none",
-                 channels_last: bool = False, amp: bool = False, knobs: dict | None = None) -> dict:
-    """Return images/s, data-wait share and peak memory of foodcnn's training path (train.train_one_epoch)."""
+                 channels_last: bool = True, amp: bool = False, knobs: dict | None = None) -> dict:
+    """Return images/s, data-wait share and peak memory of foodcnn's training path (train.train_one_epoch).
+
+    Defaults are the library's: channels_last and fused Adam (train.make_optimizer).
+    """
     split = truncate(s.split(size), (warmup + steps) * batch)
     model = build(name, freeze, s.device, channels_last, **(knobs or {}))
     mem = PeakMemory(s.device)
     stream = TimedStream(train.ImageStream(split, model, s.device, batch, None, channels_last), warmup, steps, s.device,
                          on_timed_start=mem.slow_down)
-    opt = torch.optim.Adam(trainable(model), lr=1e-3)
+    opt = train.make_optimizer(model, 1e-3, s.device)
     models.set_train_mode(model, True)
     torch.manual_seed(0)
     with mem:
@@ -267,15 +270,14 @@ def cpu_bf16_autocast(device: torch.device, amp: bool):
 
 
 def measure_ours_cpu_patch(s: "Setup", name: str, size: int, batch: int, warmup: int, steps: int) -> dict:
-    """Return measure_ours with the proposed CPU patch: channels_last for every model, bf16 autocast for the small CNNs.
+    """Return measure_ours with a candidate CPU patch: bf16 autocast for the small CNNs.
 
-    bench.py --only-patches shows why the split: bf16 doubles the small CNNs on this CPU but slows
-    vgg16_bn and efficientnet_lite0 down.
+    It pays only on CPUs with native bf16 (AVX512-BF16, AMX); on an AVX2 CPU it is ~10x slower (bench.py --patches).
     """
     if models.family(name) == "small":
         with patched(train, "_autocast", cpu_bf16_autocast):
-            return measure_ours(s, name, size, batch, warmup, steps, channels_last=True, amp=True)
-    return measure_ours(s, name, size, batch, warmup, steps, channels_last=True)
+            return measure_ours(s, name, size, batch, warmup, steps, amp=True)
+    return measure_ours(s, name, size, batch, warmup, steps)
 
 
 @contextlib.contextmanager
@@ -289,7 +291,7 @@ def patched(obj: Any, name: str, value: Any) -> Iterator[None]:
         setattr(obj, name, real)
 
 
-def measure_eval(s: Setup, name: str, size: int, batch: int, warmup: int, steps: int, channels_last: bool = False,
+def measure_eval(s: Setup, name: str, size: int, batch: int, warmup: int, steps: int, channels_last: bool = True,
                  amp: bool = False, knobs: dict | None = None) -> dict:
     """Return images/s of train.evaluate (validation and test passes) over the whole model."""
     split = truncate(s.split(size), (warmup + steps) * batch)
@@ -301,7 +303,7 @@ def measure_eval(s: Setup, name: str, size: int, batch: int, warmup: int, steps:
 
 
 def measure_features(s: Setup, name: str, size: int, batch: int, warmup: int, steps: int,
-                     channels_last: bool = False, inference_mode: bool = False) -> dict:
+                     channels_last: bool = True, inference_mode: bool = False) -> dict:
     """Return images/s of train.backbone_features (the one-off pass of a frozen-backbone run) and peak memory."""
     model = build(name, "head", s.device, channels_last)
     split = s.split(size)
@@ -332,7 +334,7 @@ def measure_head_epochs(s: Setup, name: str, dim: int, n_train: int, n_val: int,
     feats, labels = torch.randn(n_train, dim, generator=g).to(s.device), torch.randint(0, 20, (n_train,)).to(s.device)
     fs_train = train.FeatureStream(feats, labels, batch, None)
     fs_val = train.FeatureStream(feats[:n_val], labels[:n_val], batch, None)
-    opt = torch.optim.Adam(trainable(net), lr=1e-3)
+    opt = train.make_optimizer(net, 1e-3, s.device)
     times = []
     for epoch in range(epochs + 1):  # the first is warm-up
         t0 = time.perf_counter()

@@ -119,3 +119,19 @@ def test_batches_cover_each_image_once(tmp_path):
 
     seen = torch.cat([y for _, y in data.batches(d, 3, shuffle=True, generator=torch.Generator().manual_seed(0))])
     assert sorted(seen.tolist()) == sorted(d.labels.tolist())
+
+
+def test_decode_cache_with_an_unreadable_image_reads_back_the_readable_ones(tmp_path):
+    # The cache is decoded straight into a memory-mapped file sized for every sample; a skipped image
+    # leaves a padding row that a warm read must not hand out, and no temp file may be left behind.
+    base = write_food101(tmp_path, ["a", "b"], 3, 1)
+    sub = data.load_subset(base, num_classes=2, val_fraction=0.0)
+    sub.train[2].path.write_bytes(b"")  # an empty .jpg
+    cache = tmp_path / "cache"
+    cold = data.decode(sub.train, 16, cache_dir=cache, progress=False)
+    warm = data.decode(sub.train, 16, cache_dir=cache, progress=False)
+    assert len(cold) == len(warm) == len(sub.train) - 1
+    assert warm.keys == cold.keys and sub.train[2].key not in warm.keys
+    assert [b["key"] for b in warm.bad] == [sub.train[2].key]
+    assert np.array_equal(np.asarray(warm.images), np.asarray(cold.images))
+    assert not list(cache.glob(".*.tmp"))

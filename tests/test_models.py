@@ -166,3 +166,27 @@ def test_explicit_weights_path(tmp_path):
     assert torch.equal(m.features[0].weight, ref.features[0].weight)
     with pytest.raises(models.WeightsUnavailable):
         models.build("vgg16", pretrained="required", weights_path=str(tmp_path / "missing.pth"))
+
+
+def test_fetch_puts_weights_where_build_reads_them(tmp_path, monkeypatch):
+    # `python -m foodcnn data fetch` downloads through torchvision's weights API and torch.hub; only the
+    # transfer itself is replaced, by a stand-in that writes a state dict where torch.hub asked for the file.
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    urls = []
+
+    def fake_download(url, dst, *args, **kwargs):
+        urls.append(url)
+        is_resnet = url.rsplit("/", 1)[-1].startswith("resnet18")
+        torch.save(torchvision.models.resnet18(weights=None).state_dict() if is_resnet else {}, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    files = models.fetch_imagenet_weights()
+    assert sorted(f.name for f in files) == ["resnet18-f37072fd.pth", "vgg16-397923af.pth", "vgg16_bn-6c64b313.pth"]
+    assert all(f.parent == tmp_path / "hub" / "checkpoints" and f.is_file() for f in files)
+    assert len(urls) == 3
+    models.fetch_imagenet_weights()  # files in the cache are not fetched again
+    assert len(urls) == 3
+    monkeypatch.delenv("FOODCNN_ALLOW_DOWNLOAD", raising=False)
+    assert models.build("resnet18", pretrained="required").weights_source == "ImageNet (resnet18-f37072fd.pth)"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from . import __version__
 
@@ -33,6 +32,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     elif args.action == "fetch":
         root = data.fetch_food101(args.out)
         print(f"Food-101 ready at {root}")
+        from . import models
+
+        for f in models.fetch_imagenet_weights():  # the paper profile requires them (pretrained: required)
+            print(f"ImageNet weights ready at {f}")
     elif args.action == "check":
         sub = data.load_subset(args.out)
         prov = sub.provenance()
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("data", help="make, fetch or check a dataset in the Food-101 layout")
+    d = sub.add_parser("data", help="make, fetch (Food-101 + ImageNet weights, needs internet) or check a dataset")
     d.add_argument("action", choices=["synth", "fetch", "check"])
     d.add_argument("--out", default="data", help="folder that will hold food-101/ (default: data)")
     d.add_argument("--seed", type=int, default=0)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from . import synth
-from .atomic import atomic_write_bytes, atomic_write_text, remove_temps
+from .atomic import TMP_PREFIX, TMP_SUFFIX, atomic_write_text, remove_temps
 
 log = logging.getLogger(__name__)
 
@@ -282,8 +283,9 @@ def decode(
                 meta = json.loads(json_path.read_text())
                 images = np.load(npy, mmap_mode="r")
                 keep = np.array(meta["keep"], dtype=np.int64)
-                if images.shape != (len(keep), 3, size, size):
+                if images.shape[0] < len(keep) or images.shape[1:] != (3, size, size):
                     raise ValueError(f"holds {images.shape}, expected {(len(keep), 3, size, size)}")
+                images = images[: len(keep)]  # rows past the readable images are unused padding
             except (OSError, ValueError, KeyError, TypeError) as e:
                 log.warning("decode cache %s is damaged (%s); decoding afresh", npy, e)
             else:
@@ -292,28 +294,41 @@ def decode(
                     raise BadImageError(f"unreadable image {b['path']}: {b['error']} (set bad_images: skip to skip it)")
                 return Decoded(images, np.array([samples[i].label for i in keep], dtype=np.int64),
                                [samples[i].key for i in keep], meta["bad"])
-    out = np.empty((len(samples), 3, size, size), dtype=np.uint8)
+    shape = (len(samples), 3, size, size)
+    tmp = None
+    if npy is not None:
+        # Decoded straight into a memory-mapped temp file beside the cache entry, so a split larger than
+        # memory (all of Food-101 at 224 px is 15 GB) never has to fit in RAM; renamed into place when complete.
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=npy.parent, prefix=f"{TMP_PREFIX}{npy.name}.", suffix=TMP_SUFFIX)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    else:
+        out = np.empty(shape, dtype=np.uint8)
     keep: list[int] = []
     bad: list[dict] = []
-    for i, s in enumerate(tqdm(samples, desc=desc, disable=not progress, leave=False)):
-        try:
-            out[len(keep)] = resize_center(read_rgb(s.path), size)
-            keep.append(i)
-        except UNREADABLE as e:
-            err = f"{type(e).__name__}: {e}"
-            if bad_images == "fail":
-                raise BadImageError(f"unreadable image {s.path}: {err} (set bad_images: skip to skip it)") from e
-            log.warning("skipping unreadable image %s (%s)", s.path, err)
-            bad.append({"key": s.key, "path": str(s.path), "error": err})
+    try:
+        for i, s in enumerate(tqdm(samples, desc=desc, disable=not progress, leave=False)):
+            try:
+                out[len(keep)] = resize_center(read_rgb(s.path), size)
+                keep.append(i)
+            except UNREADABLE as e:
+                err = f"{type(e).__name__}: {e}"
+                if bad_images == "fail":
+                    raise BadImageError(f"unreadable image {s.path}: {err} (set bad_images: skip to skip it)") from e
+                log.warning("skipping unreadable image %s (%s)", s.path, err)
+                bad.append({"key": s.key, "path": str(s.path), "error": err})
+        if tmp is not None and npy is not None and json_path is not None:
+            out.flush()
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, npy)  # the rows after len(keep) stay as padding; readers slice them off
+            atomic_write_text(json_path, json.dumps({"keep": keep, "bad": bad, "size": size}))  # last: marks complete
+    finally:
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
     out = out[: len(keep)]
-    if npy is not None and json_path is not None:
-        npy.parent.mkdir(parents=True, exist_ok=True)
-        import io
-
-        buf = io.BytesIO()
-        np.save(buf, out)
-        atomic_write_bytes(npy, buf.getvalue())
-        atomic_write_text(json_path, json.dumps({"keep": keep, "bad": bad, "size": size}))  # written last: marks complete
     labels = np.array([samples[i].label for i in keep], dtype=np.int64)
     return Decoded(out, labels, [samples[i].key for i in keep], bad)
 

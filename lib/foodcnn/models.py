@@ -252,6 +252,18 @@ def _load_torchvision(name: str, pretrained: str, weights_path: str | None) -> t
     return model, "random init (ImageNet weights unavailable)"
 
 
+def fetch_imagenet_weights() -> list[Path]:
+    """Download the torchvision ImageNet weights of every pretrained model into torchvision's cache; return the files."""
+    import torchvision
+
+    files = []
+    for ctor_name, enum_name, _ in _TORCHVISION.values():
+        weights = getattr(torchvision.models, enum_name).IMAGENET1K_V1
+        weights.get_state_dict(progress=True)  # torch.hub: a file already in the cache is not fetched again
+        files.append(weights_cache_dir() / weights.url.rsplit("/", 1)[-1])
+    return files
+
+
 def _make_pretrained(name: str) -> Callable[..., nn.Module]:
     def builder(num_classes: int = 20, pretrained: str = "auto", weights_path: str | None = None,
                 freeze: str = "none", **_: Any) -> nn.Module:

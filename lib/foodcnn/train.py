@@ -166,6 +166,14 @@ class FeatureStream:
             yield x, self.labels[idx]
 
 
+def make_optimizer(model: nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
+    """Return Adam over the model's trainable parameters (SPEC §3), fused where torch has the kernel."""
+    # fused=True: one kernel for the whole update. On CPU it cuts VGG16's Adam step (134 M parameters) from
+    # 0.73 s to 0.06 s per batch, 1.6x the images/s of a fine-tune run; on CUDA it is the fast path too.
+    return torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=lr,
+                            fused=device.type in ("cpu", "cuda"))
+
+
 def _autocast(device: torch.device, amp: bool):
     if amp and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -317,10 +325,7 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
         train_s, val_s, test_s = stream(loaded.train, augment), stream(loaded.val, None), stream(loaded.test, None)
         net = model
 
-    # fused=True: one kernel for the whole update. On CPU it cuts VGG16's Adam step (134 M parameters) from
-    # 0.73 s to 0.06 s per batch, 1.6x the images/s of a fine-tune run; on CUDA it is the fast path too.
-    optimizer = torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=p.lr,
-                                 fused=device.type in ("cpu", "cuda"))
+    optimizer = make_optimizer(model, p.lr, device)
     start_epoch, best_val, best_epoch, bad_epochs, resumed_from = 1, math.inf, 0, 0, None
     rows: list[dict[str, float]] = []
     if state is not None:
