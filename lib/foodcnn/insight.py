@@ -417,7 +417,7 @@ def render_visualisations(study: Any, out_dir: str | Path, notebooks_dir: str | 
         try:
             pm.execute_notebook(str(Path(notebooks_dir) / VISUALISE), str(executed), kernel_name=KERNEL,
                                 parameters={"run_dir": str(Path(path).resolve()), "compare_dirs": [], "max_images": 8},
-                                progress_bar=False, log_output=False, cwd=str(Path.cwd()))
+                                progress_bar=False, log_output=False, shutdown_kernel="immediate")
         except Exception as e:  # one broken page must not cost the whole report
             log.warning("visualisation page of %s failed (%s: %s); see %s", rid, type(e).__name__, e, executed)
             continue

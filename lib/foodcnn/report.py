@@ -343,7 +343,7 @@ def render(profile: str, runs_dir: str | Path = "runs", params_dir: str | Path =
     pm.execute_notebook(str(Path(notebooks_dir) / "summary.ipynb"), str(executed), kernel_name=KERNEL,
                         parameters={"profile": profile, "runs_dir": str(Path(runs_dir).resolve()),
                                     "params_dir": str(Path(params_dir).resolve())},
-                        progress_bar=False, log_output=False, cwd=str(Path.cwd()))
+                        progress_bar=False, log_output=False, shutdown_kernel="immediate")
     html_path = to_html(executed, out_dir / f"foodcnn-{profile}.html")
     pdf_path = to_pdf(html_path, out_dir / f"foodcnn-{profile}.pdf")
     return {"notebook": executed, "html": html_path, "pdf": pdf_path}
