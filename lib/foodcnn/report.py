@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -92,20 +92,19 @@ def collect(runs_dir: str | Path = "runs", profile: str = "demo", params_dir: st
             z = run.predictions
             preds[(rid, seed)] = (z["y_true"].astype(np.int64), z["y_pred"].astype(np.int64))
     results = pd.DataFrame(rows)
+    published = load_published(params_dir)
     if len(results):
-        order = {rid: i for i, rid in enumerate(sorted(set(results["id"]), key=_catalogue_order))}
+        order = {rid: i for i, rid in enumerate(sorted(set(results["id"]), key=_catalogue_order(published)))}
         results = results.sort_values(["id", "seed"], key=lambda s: s.map(order) if s.name == "id" else s)
         results = results.reset_index(drop=True)
-    return Study(profile, results, metrics, preds, load_published(params_dir),
+    return Study(profile, results, metrics, preds, published,
                  pd.DataFrame(failed, columns=["id", "seed", "error", "path"]), classes)
 
 
-def _catalogue_order(rid: str) -> tuple:
-    # report A, then B, then X; inside a report the catalogue's order (baseline, customs, resnet, vgg)
-    prefix = {"a": 0, "b": 1, "x": 2}.get(rid[:1], 3)
-    family = next((i for i, k in enumerate(("baseline", "new", "i_lr", "d_lr", "ron", "custom", "vgg", "resnet", "effnet"))
-                   if k in rid), 9)
-    return (prefix, family if prefix == 0 else 0, rid)
+def _catalogue_order(published: pd.DataFrame) -> Callable[[str], tuple]:
+    """Return a sort key: the reports' rows in the order of published.csv (SPEC §4), then other rows by id."""
+    position = {rid: i for i, rid in enumerate(published.index)}
+    return lambda rid: (position.get(rid, len(position)), rid)
 
 
 def _pct(x: Any) -> float:
