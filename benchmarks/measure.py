@@ -400,6 +400,12 @@ def demo_params() -> tuple[params.Params, str]:
     return params.from_mapping(DEMO_FALLBACK, source="<bench fallback>"), "fallback (no params/profiles/demo.yaml)"
 
 
+def paper_epochs() -> int:
+    """Return the paper profile's epochs (params/profiles/paper.yaml; the reports' 25 when it is absent)."""
+    path = REPO / "params" / "profiles" / "paper.yaml"
+    return int(params.read_yaml(path).get("epochs", 25)) if path.is_file() else 25
+
+
 def make_setup(device: torch.device, root: str | None) -> Setup:
     demo, _ = demo_params()
     data_root = Path(root or demo.data_root)
