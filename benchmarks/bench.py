@@ -235,7 +235,7 @@ def feature_patch_rows(s: Setup, names: list[str], plan: Plan) -> list[list[Any]
 
 def print_patches(prow: list, fprow: list, names: list[str], s: Setup) -> None:
     print("\n== Candidate library patches, ours at the demo size (training img/s; ratio to the library as it is)")
-    print(table(["model", "px", "library: fp32 channels_last (twice)", "NCHW", "bf16 autocast", "NCHW+bf16",
+    print(table(["model", "px", "library (twice)", "NCHW", "bf16 autocast", "NCHW+bf16",
                  "1 thread"], prow))
     print("\n== `wide` augmentation (transforms.Wide, per image on uint8 CPU tensors), ms per image")
     print(table(["px", f"library ({torch.get_num_threads()} threads)", "1 thread"], wide_rows(s, names)))

@@ -216,11 +216,13 @@ def measure_reference_eval(s: Setup, name: str, size: int, batch: int, warmup: i
 
 
 def measure_ours(s: Setup, name: str, size: int, batch: int, warmup: int, steps: int, freeze: str = "none",
-                 channels_last: bool = True, amp: bool = False, knobs: dict | None = None) -> dict:
+                 channels_last: bool | None = None, amp: bool = False, knobs: dict | None = None) -> dict:
     """Return images/s, data-wait share and peak memory of foodcnn's training path (train.train_one_epoch).
 
-    Defaults are the library's: channels_last and fused Adam (train.make_optimizer).
+    Defaults are the library's: memory format by train.channels_last_pays, fused Adam (train.make_optimizer).
     """
+    if channels_last is None:
+        channels_last = train.channels_last_pays(name, s.device)
     split = truncate(s.split(size), (warmup + steps) * batch)
     model = build(name, freeze, s.device, channels_last, **(knobs or {}))
     mem = PeakMemory(s.device)

@@ -68,7 +68,7 @@ class Params:
     deterministic: bool = False
     device: str = "auto"
     amp: bool = True  # mixed precision where the device supports it (CUDA)
-    channels_last: bool = True  # model and inputs in channels_last memory format (CPU and CUDA)
+    channels_last: bool = True  # channels_last memory format where it pays (train.channels_last_pays)
     feature_cache: bool = True  # frozen backbone + deterministic augmentation: train the head on cached features
     # data
     data_root: str = "data/food-101"
