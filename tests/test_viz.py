@@ -133,6 +133,15 @@ def test_feature_map_grid_is_a_figure():
     assert sum(1 for ax in fig.axes if ax.get_visible() and ax.images) == 64 + 3
 
 
+def test_one_by_one_maps_are_scaled_across_channels():
+    # The last conv of custom_b ends at 1x1: per-map min-max would make every tile black.
+    maps = {"last": torch.tensor([0.0, 1.0, 3.0, 4.0]).view(4, 1, 1)}
+    fig = viz.feature_map_grid(maps)
+    values = [float(ax.images[0].get_array()[0, 0]) for ax in fig.axes if ax.get_visible() and ax.images]
+    assert values == [0.0, 0.25, 0.75, 1.0]
+    assert "scaled across maps" in fig.subfigs[0]._suptitle.get_text()
+
+
 # --- curves, confusion ------------------------------------------------------------------------
 
 

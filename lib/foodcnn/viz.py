@@ -233,8 +233,12 @@ def feature_map_grid(
         ax.set_box_aspect(1)
         first.suptitle(image_title, fontsize=10)
     for subfig, (label, layer_maps) in zip(subfigs, maps.items()):
-        shown = normalise_maps(layer_maps[:max_maps]).cpu().numpy()
         c, h, w = layer_maps.shape
+        # A 1x1 map has no min and max of its own (SPEC §5's per-map scaling would paint every tile black):
+        # those are scaled together, so the tiles compare the channels' responses.
+        across = h * w == 1
+        shown = normalise_maps(layer_maps[:max_maps].reshape(1, -1, 1) if across else layer_maps[:max_maps])
+        shown = shown.reshape(-1, h, w).cpu().numpy()
         axes = subfig.subplots(side, side, squeeze=False, gridspec_kw={"wspace": 0.05, "hspace": 0.05})
         for i, ax in enumerate(axes.flat):
             _blank(ax)
@@ -242,7 +246,8 @@ def feature_map_grid(
                 ax.imshow(shown[i], cmap=FEATURE_CMAP, vmin=0, vmax=1, interpolation="nearest")
             else:
                 ax.set_visible(False)
-        subfig.suptitle(f"{label}\n{len(shown)} of {c} maps, {h}x{w}", fontsize=10)
+        scaling = ", scaled across maps" if across else ""
+        subfig.suptitle(f"{label}\n{len(shown)} of {c} maps, {h}x{w}{scaling}", fontsize=10)
     if title:
         fig.suptitle(title, fontsize=12)
     return fig
