@@ -21,9 +21,9 @@ setup: $(STAMP)  ## virtual environment with pinned torch 2.14.1 / torchvision 0
 data: setup  ## the embedded synthetic dataset in the Food-101 layout (data/food-101)
 	$(PY) -m foodcnn data synth --out data
 
-report: data  ## every catalogue row through papermill, then the report in reports/
-	$(PY) -m foodcnn batch --profile $(PROFILE) --jobs $(JOBS)
-	$(PY) -m foodcnn report --profile $(PROFILE)
+report: data  ## every catalogue row through papermill, then the report in reports/ (it lists failed rows too)
+	$(PY) -m foodcnn batch --profile $(PROFILE) --jobs $(JOBS); status=$$?; \
+	$(PY) -m foodcnn report --profile $(PROFILE) && exit $$status
 
 test: setup  ## the test suite (no network, no GPU; builds its own tiny data)
 	$(PY) -m pytest -q

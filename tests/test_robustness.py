@@ -232,3 +232,26 @@ def test_tampered_and_foreign_checkpoints_are_refused(tmp_path, tiny_synth, caps
     assert cli.main(["run", str(exp), "--out", str(rdir), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "error: checkpoint" in err and str(rdir / runs.LAST) in err and "Traceback" not in err
+
+
+def test_full_disk_gives_a_clear_error_and_keeps_the_old_file(tmp_path, monkeypatch):
+    # A full disk shows up from torch.save as "[enforce fail at inline_container.cc] unexpected pos ...".
+    import shutil
+
+    import torch
+
+    from foodcnn import atomic
+
+    target = tmp_path / "best.pt"
+    atomic.atomic_torch_save(target, {"w": torch.zeros(3)})
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 2**20, 2**20))
+
+    def broken_save(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1066307456 vs 1066307344")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match=r"disk is full \(1 MB free.*run again"):
+        atomic.atomic_torch_save(target, {"w": torch.ones(3)})
+    monkeypatch.undo()
+    assert torch.equal(torch.load(target)["w"], torch.zeros(3))  # the old file stands
+    assert not list(tmp_path.glob(".*.tmp"))  # and no temp file is left behind

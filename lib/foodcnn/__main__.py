@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.fn(args)
-    except (ParamsError, DatasetError, BadImageError, WeightsUnavailable, CheckpointError, FileNotFoundError) as e:
+    except (ParamsError, DatasetError, BadImageError, WeightsUnavailable, CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

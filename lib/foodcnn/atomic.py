@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any, BinaryIO, Callable
 # A write goes to ".<name>.<random>.tmp" beside its target, then is renamed over it. A kill leaves at
 # most such a temp file: no reader opens it (they ask for exact names) and `remove_temps` clears it.
 TMP_PREFIX, TMP_SUFFIX = ".", ".tmp"
+LOW_DISK_BYTES = 256 * 2**20  # a failed write with less free space than this is reported as a full disk
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -40,11 +42,17 @@ def _atomic_write(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the permissions open() would
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        free = shutil.disk_usage(path.parent).free
+        if isinstance(e, Exception) and free < LOW_DISK_BYTES:
+            # A full disk surfaces as ENOSPC, or from torch.save as "enforce fail ... unexpected pos": say what it is.
+            raise OSError(f"could not write {path}: its disk is full ({free / 2**20:.0f} MB free; {e}). "
+                          "Free some space and run again (`--resume` continues a run; the batch resumes by itself)."
+                          ) from e
         raise
     _fsync_dir(path.parent)  # the rename itself survives a power cut
 
