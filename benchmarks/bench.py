@@ -2,7 +2,7 @@
 
     python benchmarks/bench.py                 # CPU: every family at the demo size and 224 px (~6 min, 2 idle cores)
     python benchmarks/bench.py --quick         # a smoke run: fewer steps, 224 px for resnet18 only
-    python benchmarks/bench.py --only-patches  # candidate library patches (NCHW, bf16 on CPU, ...) only
+    python benchmarks/bench.py --only-patches  # candidate library patches (the other memory format, bf16 on CPU, ...) only
     python benchmarks/bench.py --device cuda   # GPU: images/s at 224 px with AMP + the paper catalogue's wall time
 
 Both loops run in this one process, side by side, on the same model, data, batch size and number of
@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 from foodcnn import data, models, train, transforms  # noqa: E402
 from gpu import FAMILIES, catalogue, run_cuda  # noqa: E402
-from measure import (PAPER_SIZE, REPO, Setup, cpu_bf16_autocast, demo_params, describe_machine,  # noqa: E402
+from measure import (FOOD101_SIDE, PAPER_SIZE, REPO, Setup, cpu_bf16_autocast, demo_params, describe_machine,  # noqa: E402
                      geomean, make_setup, measure_features, measure_head_epochs, measure_ours, measure_ours_cpu_patch,
                      measure_reference, measure_reference_eval, measure_wide_cpu, paper_epochs, patched, pct, table,
                      truncate)
@@ -183,11 +183,12 @@ def patch_rows(s: Setup, names: list[str], plan: Plan) -> list[list[Any]]:
     w, k = plan.demo_steps
     for name in names:
         size, batch = s.demo.replace(model=name).resolved_image_size, s.demo.batch_size
+        other = not train.channels_last_pays(name, s.device, size)  # the memory format the library does not use
         base = measure_ours(s, name, size, batch, w, k)
-        cl = measure_ours(s, name, size, batch, w, k, channels_last=False)
+        cl = measure_ours(s, name, size, batch, w, k, channels_last=other)
         with patched(train, "_autocast", cpu_bf16_autocast):
             bf = measure_ours(s, name, size, batch, w, k, amp=True)
-            clbf = measure_ours(s, name, size, batch, w, k, channels_last=False, amp=True)
+            clbf = measure_ours(s, name, size, batch, w, k, channels_last=other, amp=True)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -218,7 +219,7 @@ def wide_rows(s: Setup, names: list[str]) -> list[list[Any]]:
 
 
 def feature_patch_rows(s: Setup, names: list[str], plan: Plan) -> list[list[Any]]:
-    """Return img/s of the frozen-backbone pass: the library's, inference_mode, 4x the batch, + NCHW."""
+    """Return img/s of the frozen-backbone pass: the library's, inference_mode, 4x the batch, + the other memory format."""
     rows = []
     w, k = plan.frozen_steps
     for name in names:
@@ -226,7 +227,8 @@ def feature_patch_rows(s: Setup, names: list[str], plan: Plan) -> list[list[Any]
         base = measure_features(s, name, size, batch, w, k)["images_per_s"]
         variants = [measure_features(s, name, size, batch, w, k, inference_mode=True),
                     measure_features(s, name, size, 4 * batch, 1, max(1, k // 4), inference_mode=True),
-                    measure_features(s, name, size, 4 * batch, 1, max(1, k // 4), channels_last=False,
+                    measure_features(s, name, size, 4 * batch, 1, max(1, k // 4),
+                                     channels_last=not train.channels_last_pays(name, s.device, size),
                                      inference_mode=True)]
         rows.append([name, size, base, *(f"{v['images_per_s']:.1f} ({v['images_per_s'] / base:.2f}x)"
                                          for v in variants)])
@@ -235,17 +237,17 @@ def feature_patch_rows(s: Setup, names: list[str], plan: Plan) -> list[list[Any]
 
 def print_patches(prow: list, fprow: list, names: list[str], s: Setup) -> None:
     print("\n== Candidate library patches, ours at the demo size (training img/s; ratio to the library as it is)")
-    print(table(["model", "px", "library (twice)", "NCHW", "bf16 autocast", "NCHW+bf16",
+    print(table(["model", "px", "library (twice)", "other memory format", "bf16 autocast", "other format+bf16",
                  "1 thread"], prow))
     print("\n== `wide` augmentation (transforms.Wide, per image on uint8 CPU tensors), ms per image")
     print(table(["px", f"library ({torch.get_num_threads()} threads)", "1 thread"], wide_rows(s, names)))
     print("\n== Frozen-backbone feature pass (img/s; library: batch 32 under no_grad)")
-    print(table(["model", "px", "library", "inference_mode", "inference_mode, batch 128", "+ NCHW"], fprow))
+    print(table(["model", "px", "library", "inference_mode", "inference_mode, batch 128", "+ other memory format"], fprow))
 
 
 def run_cpu(args: argparse.Namespace) -> None:
     device = torch.device("cpu")
-    s = make_setup(device, args.root)
+    s = make_setup(device, args.root, args.source_side or None)
     demo, demo_src = demo_params()
     plan = Plan()
     if args.quick:
@@ -258,7 +260,9 @@ def run_cpu(args: argparse.Namespace) -> None:
     # run of the paper profile's length (the reports' 25 epochs, SPEC §3), and shown for the demo's too.
     epochs = args.epochs or paper_epochs()
     print(describe_machine(device))
-    print(f"data: {s.subset.root} ({'synthetic' if s.subset.synthetic else 'real'}), train/val/test = "
+    side = max(max(im.size) for im in (data.read_rgb(x.path) for x in s.subset.train[:20]))
+    print(f"data: {s.subset.root} ({'synthetic' if s.subset.synthetic else 'real'}, longest side {side} px), "
+          f"train/val/test = "
           f"{len(s.subset.train)}/{len(s.subset.val)}/{len(s.subset.test)}; demo settings from {demo_src}; "
           f"reference DataLoader workers = os.cpu_count() = {os.cpu_count()}")
     t_start = time.perf_counter()
@@ -330,10 +334,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="cpu (side-by-side comparison) or cuda (AMP + catalogue projection)")
     ap.add_argument("--models", nargs="+", help="model families to measure (default: all)")
     ap.add_argument("--root", help="dataset root (default: the demo profile's data_root, data/food-101)")
+    ap.add_argument("--source-side", type=int, default=FOOD101_SIDE, metavar="PX",
+                    help="longest side of the synthetic source JPEGs the bench generates (default: Food-101's 512); "
+                         "0: the demo profile's own data (data/food-101, 128 px thumbnails)")
     ap.add_argument("--epochs", type=int, help="epochs a frozen-backbone run amortises its one-off pass over "
                                                "(default: the paper profile's, 25)")
     ap.add_argument("--patches", action=argparse.BooleanOptionalAction, default=None,
-                    help="also measure candidate library patches: NCHW and bf16 autocast on CPU, "
+                    help="also measure candidate library patches: the other memory format and bf16 autocast on CPU, "
                          "inference_mode and a larger batch for the feature pass (adds ~5 min on 2 cores)")
     ap.add_argument("--only-patches", action="store_true", help="measure only the candidate library patches")
     ap.add_argument("--size", type=int, help="image size of the --device cuda table (default 224)")

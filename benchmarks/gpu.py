@@ -95,7 +95,7 @@ def run_cuda(args: argparse.Namespace) -> None:
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: torch sees no CUDA device")
         torch.backends.cudnn.benchmark = True
-    s = make_setup(device, args.root)
+    s = make_setup(device, args.root, args.source_side or None)
     rows, source = catalogue()
     quick = args.quick
     w, k = (2, 3) if quick else (5, 15)

@@ -52,7 +52,7 @@ def _foodcnn_geometry(w: int, h: int, size: int) -> tuple[tuple[int, int], tuple
 @pytest.mark.parametrize("size", [20, 32])
 def test_cache_returns_the_pixels_of_the_direct_pil_path(subset, tmp_path, size):
     samples = subset.train[:24]
-    direct = np.stack([data.resize_center(data.read_rgb(s.path), size) for s in samples])
+    direct = np.stack([data.load_resized(s.path, size) for s in samples])
     cold = data.decode(samples, size, cache_dir=tmp_path, progress=False)
     warm = data.decode(samples, size, cache_dir=tmp_path, progress=False)  # read back from the .npy
     assert isinstance(warm.images, np.memmap)
@@ -125,3 +125,26 @@ def test_bench_helpers_run_the_library_path(subset, tmp_path):
     head = bench.measure_head_epochs(setup, "resnet18", feats["dim"], n_train=24, n_val=8, batch=8, epochs=1)
     assert head["epoch_s"] > 0
     assert isinstance(train.head_of(models.build("resnet18", pretrained="none", freeze="head")), torch.nn.Linear)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
+def test_reduced_scale_jpeg_decode_keeps_the_full_decodes_geometry_and_pixels(tmp_path, mode):
+    """A Food-101-sized JPEG decoded at 1/4 scale for a small cache size: same crop, within a few grey levels."""
+    from foodcnn import synth
+
+    full = synth.render(3, (512, 341), np.random.default_rng(0)).convert(mode)
+    path = tmp_path / "big.jpg"
+    full.save(path, quality=90)
+    with Image.open(path) as im:
+        im.draft(im.mode, (2 * 24, 2 * 24))
+        assert im.size[0] < 512  # libjpeg does reduce this one, so the comparison below tests the reduced path
+    for size in (24, 40):
+        exact = data.resize_center(data.read_rgb(path), size).astype(np.int16)
+        fast = data.load_resized(path, size).astype(np.int16)
+        assert fast.shape == exact.shape == (3, size, size)
+        assert np.abs(fast - exact).mean() < 3.0
+        # the centre crop is the same window: shifting the fast one by a pixel makes it worse, not better
+        assert np.abs(fast - exact).mean() <= np.abs(fast[:, :, 1:] - exact[:, :, :-1]).mean()
+    png = tmp_path / "big.png"  # not a JPEG: decoded in full, exactly as before
+    full.convert("RGB").save(png)
+    assert np.array_equal(data.load_resized(png, 24), data.resize_center(data.read_rgb(png), 24))
