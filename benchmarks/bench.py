@@ -5,11 +5,15 @@
     python benchmarks/bench.py --only-patches  # candidate library patches (the other memory format, bf16 on CPU, ...) only
     python benchmarks/bench.py --device cuda   # GPU: images/s at 224 px with AMP + the paper catalogue's wall time
 
-Both loops run in this one process, side by side, on the same model, data, batch size and number of
-steps; warm-up steps (worker start-up, first oneDNN/cuDNN calls) are not timed. "ours" is the
-library's own code: data.decode (the uint8 cache) -> data.batches -> transforms.normalise -> model,
-driven by train.train_one_epoch; the frozen-backbone rows use train.backbone_features +
-train.FeatureStream. No figure is asserted: timings depend on the machine and its load.
+Both loops run in one bench run, side by side, on the same model, data, batch size and number of
+steps. Each table row gets two fresh helper processes (measure.Helper): the reports' loop runs in one
+with the default malloc, as they ran it; ours runs in the other with the library's CPU malloc tuning
+(lib/foodcnn/allocator.py, process-wide and not undoable). They alternate and never run at the same
+time. Warm-up steps (worker start-up, first oneDNN/cuDNN calls, the heap growing to its working size)
+are not timed. "ours" is the library's own code: data.decode (the uint8 cache) -> data.batches ->
+transforms.normalise -> model, driven by train.train_one_epoch; the frozen-backbone rows use
+train.backbone_features + train.FeatureStream. The source JPEGs are synthetic at Food-101's resolution
+(longest side 512 px, --source-side). No figure is asserted: timings depend on the machine and its load.
 Measuring tools live in measure.py, the GPU run in gpu.py.
 """
 
@@ -30,12 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from foodcnn import data, models, train, transforms  # noqa: E402
+from foodcnn import allocator, data, models, train, transforms  # noqa: E402
 from gpu import FAMILIES, catalogue, run_cuda  # noqa: E402
-from measure import (FOOD101_SIDE, PAPER_SIZE, REPO, Setup, cpu_bf16_autocast, demo_params, describe_machine,  # noqa: E402
-                     geomean, make_setup, measure_features, measure_head_epochs, measure_ours, measure_ours_cpu_patch,
-                     measure_reference, measure_reference_eval, measure_wide_cpu, paper_epochs, patched, pct, table,
-                     truncate)
+from measure import (FOOD101_SIDE, PAPER_SIZE, REPO, Setup, demo_params,  # noqa: E402
+                     describe_machine, geomean, helpers, make_setup,
+                     measure_wide_cpu, paper_epochs, pct, table, truncate)
 
 FROZEN = ["resnet18", "vgg16_bn", "efficientnet_lite0"]
 # On 2 CPU cores one vgg16_bn step at 224 px takes ~15 s per 16 images; the CPU run leaves it out.
@@ -46,12 +49,12 @@ SKIP_ON_CPU_224 = {"vgg16_bn"}
 class Plan:
     """Step counts: (warm-up, timed) per size class, and rounds of alternation at the demo size."""
 
-    demo_steps: tuple[int, int] = (1, 2)
-    big_steps: tuple[int, int] = (1, 2)
-    big_batch: int = 16
+    demo_steps: tuple[int, int] = (2, 3)
+    big_steps: tuple[int, int] = (2, 1)
+    big_batch: int = 8  # on 2 CPU cores one baseline step at 224 px takes ~15 s per 16 images
     rounds: int = 2
     big_models: list[str] | None = None  # None: all but SKIP_ON_CPU_224
-    frozen_steps: tuple[int, int] = (1, 4)
+    frozen_steps: tuple[int, int] = (2, 8)
     patches: bool = False
     patched_column: bool = False  # ours with bf16 autocast for the small CNNs (pays only with native bf16)
 
@@ -77,11 +80,12 @@ def scratch_rows(s: Setup, names: list[str], plan: Plan) -> tuple[list[list[Any]
             freeze = "none"  # from scratch (small CNNs) or fine-tune all (pretrained)
             s.split(size)
             ref, ours, ours_p = [], [], []
-            for _ in range(rounds):  # alternate, so that a change in machine load hits both
-                ref.append(measure_reference(s, name, size, batch, w, k, freeze))
-                ours.append(measure_ours(s, name, size, batch, w, k, freeze))
-                if size_kind == "demo" and plan.patched_column:
-                    ours_p.append(measure_ours_cpu_patch(s, name, size, batch, w, k))
+            with helpers(s) as (rp, op):
+                for _ in range(rounds):  # alternate, so that a change in machine load hits both
+                    ref.append(rp.call("measure_reference", name, size, batch, w, k, freeze))
+                    ours.append(op.call("measure_ours", name, size, batch, w, k, freeze))
+                    if size_kind == "demo" and plan.patched_column:
+                        ours_p.append(op.call("measure_ours_cpu_patch", name, size, batch, w, k))
             r, o = combine(ref), combine(ours)
             ratio = o["images_per_s"] / r["images_per_s"]
             ratio_p = combine(ours_p)["images_per_s"] / r["images_per_s"] if ours_p else float("nan")
@@ -150,10 +154,11 @@ def frozen_rows(s: Setup, names: list[str], plan: Plan, epochs: int, demo_epochs
         size, batch = s.demo.replace(model=name).resolved_image_size, s.demo.batch_size
         w, k = plan.frozen_steps
         s.split(size)
-        ref = measure_reference(s, name, size, batch, w, k, freeze="head")
-        ref_eval = measure_reference_eval(s, name, size, batch, 1, max(1, min(k, n_val // batch - 1)))
-        feat = measure_features(s, name, size, batch, w, k)
-        head = measure_head_epochs(s, name, feat["dim"], n_train, n_val, batch)
+        with helpers(s) as (rp, op):
+            ref = rp.call("measure_reference", name, size, batch, w, k, freeze="head")
+            ref_eval = rp.call("measure_reference_eval", name, size, batch, 1, max(1, min(k, n_val // batch - 1)))
+            feat = op.call("measure_features", name, size, batch, w, k)
+            head = op.call("measure_head_epochs", name, feat["dim"], n_train, n_val, batch)
         # One run of E epochs: train + validation every epoch, the test split once.
         ref_epoch = n_train / ref["images_per_s"] + n_val / ref_eval["images_per_s"]
         ref_run = epochs * ref_epoch + n_test / ref_eval["images_per_s"]
@@ -184,18 +189,14 @@ def patch_rows(s: Setup, names: list[str], plan: Plan) -> list[list[Any]]:
     for name in names:
         size, batch = s.demo.replace(model=name).resolved_image_size, s.demo.batch_size
         other = not train.channels_last_pays(name, s.device, size)  # the memory format the library does not use
-        base = measure_ours(s, name, size, batch, w, k)
-        cl = measure_ours(s, name, size, batch, w, k, channels_last=other)
-        with patched(train, "_autocast", cpu_bf16_autocast):
-            bf = measure_ours(s, name, size, batch, w, k, amp=True)
-            clbf = measure_ours(s, name, size, batch, w, k, channels_last=other, amp=True)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            one = measure_ours(s, name, size, batch, w, k)
-        finally:
-            torch.set_num_threads(threads)
-        base2 = measure_ours(s, name, size, batch, w, k)  # again, to show the noise
+        s.split(size)
+        with helpers(s, reference=False) as (_, op):
+            base = op.call("measure_ours", name, size, batch, w, k)
+            cl = op.call("measure_ours", name, size, batch, w, k, channels_last=other)
+            bf = op.call("measure_ours", name, size, batch, w, k, amp=True, bf16=True)
+            clbf = op.call("measure_ours", name, size, batch, w, k, channels_last=other, amp=True, bf16=True)
+            one = op.call("measure_ours", name, size, batch, w, k, threads=1)
+            base2 = op.call("measure_ours", name, size, batch, w, k)  # again, to show the noise
         b = (base["images_per_s"] + base2["images_per_s"]) / 2
         rows.append([name, size, f"{base['images_per_s']:.1f} / {base2['images_per_s']:.1f}",
                      *(f"{r['images_per_s']:.1f} ({r['images_per_s'] / b:.2f}x)" for r in (cl, bf, clbf, one))])
@@ -224,11 +225,13 @@ def feature_patch_rows(s: Setup, names: list[str], plan: Plan) -> list[list[Any]
     w, k = plan.frozen_steps
     for name in names:
         size, batch = s.demo.replace(model=name).resolved_image_size, s.demo.batch_size
-        base = measure_features(s, name, size, batch, w, k)["images_per_s"]
-        variants = [measure_features(s, name, size, batch, w, k, inference_mode=True),
-                    measure_features(s, name, size, 4 * batch, 1, max(1, k // 4), inference_mode=True),
-                    measure_features(s, name, size, 4 * batch, 1, max(1, k // 4),
-                                     channels_last=not train.channels_last_pays(name, s.device, size),
+        s.split(size)
+        with helpers(s, reference=False) as (_, op):
+            base = op.call("measure_features", name, size, batch, w, k)["images_per_s"]
+            variants = [op.call("measure_features", name, size, batch, w, k, inference_mode=True),
+                        op.call("measure_features", name, size, 4 * batch, 1, max(1, k // 4), inference_mode=True),
+                        op.call("measure_features", name, size, 4 * batch, 1, max(1, k // 4),
+                                channels_last=not train.channels_last_pays(name, s.device, size),
                                      inference_mode=True)]
         rows.append([name, size, base, *(f"{v['images_per_s']:.1f} ({v['images_per_s'] / base:.2f}x)"
                                          for v in variants)])
@@ -251,7 +254,7 @@ def run_cpu(args: argparse.Namespace) -> None:
     demo, demo_src = demo_params()
     plan = Plan()
     if args.quick:
-        plan = Plan(demo_steps=(1, 1), big_steps=(1, 1), rounds=1, big_models=["resnet18"], frozen_steps=(1, 2))
+        plan = Plan(demo_steps=(2, 1), big_steps=(2, 1), rounds=1, big_models=["resnet18"], frozen_steps=(2, 2))
     if args.patches is not None:
         plan.patches = args.patches
     names = [n for n in (args.models or FAMILIES) if n in models.names()]
@@ -267,6 +270,10 @@ def run_cpu(args: argparse.Namespace) -> None:
           f"reference DataLoader workers = os.cpu_count() = {os.cpu_count()}")
     t_start = time.perf_counter()
     try:
+        print("each row runs in two fresh helper processes: the reference with the default malloc, ours with "
+              f"the library's CPU malloc tuning (lib/foodcnn/allocator.py; "
+              f"{'in effect' if allocator.supported() and allocator.wanted() else 'not in effect: not glibc, or FOODCNN_MALLOC=default'})",
+              flush=True)
         prow = fprow = None
         if args.only_patches:
             print("\n[3/3] candidate library patches (ours, demo size)", flush=True)
@@ -294,8 +301,8 @@ def run_cpu(args: argparse.Namespace) -> None:
     skipped = [n for n in names if not at_224(plan, n)]
     if skipped:
         print(f"(224 px on CPU left out for {', '.join(skipped)}: too slow for `make bench` on 2 cores)")
-    print("peak MB: proportional set size (PSS) of this process plus its DataLoader workers during the steps; "
-          "it includes the Python/torch runtime (~the same in both)")
+    print("peak MB: proportional set size (PSS) of the process that ran the loop (the reference: the bench itself plus "
+          "its DataLoader workers; ours: the helper process) during the steps; it includes the Python/torch runtime")
     decode = ", ".join(f"{sz} px {ips:.0f} img/s" for sz, ips in sorted(s.decode_ips.items()))
     print(f"one-off cold decode into the uint8 cache (per size, reused by every later run and epoch): {decode}")
     print("\n== The data path alone: CPU time per image to produce a normalised float batch of 32, one thread")

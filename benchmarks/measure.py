@@ -36,11 +36,13 @@ DEMO_FALLBACK = {"image_size": 64, "image_size_by_model": {"baseline": 32, "cust
 class PeakMemory:
     """Context manager: the peak memory while it is open (PSS of this process + its DataLoader workers; CUDA peak).
 
-    Reading PSS walks the page tables (~10 ms per process here), so it samples often only until
-    `slow_down()` (called when the timed steps start) and once a second after that.
+    Reading PSS walks the page tables (~15 ms of a core per process here: the reference, with its two
+    DataLoader workers, would pay three times what ours pays), so it samples during the warm-up steps,
+    which do the same work as the timed ones, and stops at `slow_down()` (called when the timed steps
+    start): the timed steps run without it, on both sides.
     """
 
-    def __init__(self, device: torch.device, interval: float = 0.05):
+    def __init__(self, device: torch.device, interval: float = 0.1):
         self.device, self.interval = device, interval
         self.peak_mb = self.cuda_peak_mb = float("nan")
         self._stop = threading.Event()
@@ -62,12 +64,17 @@ class PeakMemory:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb if self.peak_mb == self.peak_mb else 0.0, self._sample())
+            sample = self._sample()
+            if self._stop.is_set() and self.peak_mb == self.peak_mb:  # the timed steps began meanwhile: drop it
+                break
+            self.peak_mb = max(self.peak_mb if self.peak_mb == self.peak_mb else 0.0, sample)
             self._stop.wait(self.interval)
 
-    def slow_down(self, interval: float = 1.0) -> None:
-        """Sample rarely from now on (the timed steps)."""
-        self.interval = interval
+    def slow_down(self) -> None:
+        """Stop sampling (the timed steps start); waits for a sample in progress to finish."""
+        self._stop.set()
+        if hasattr(self, "_thread"):
+            self._thread.join()
 
     def __enter__(self) -> "PeakMemory":
         gc.collect()
@@ -318,14 +325,16 @@ def measure_features(s: Setup, name: str, size: int, batch: int, warmup: int, st
 
     with mode():
         train.backbone_features(model, stream(warmup * batch))  # warm-up
-        with PeakMemory(s.device, interval=0.5) as mem:
-            if s.device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            feats = train.backbone_features(model, stream(steps * batch))
-            if s.device.type == "cuda":
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - t0
+        # Timed without the memory sampler: reading PSS takes ~15 ms of a core, a tenth of a short pass.
+        if s.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        feats = train.backbone_features(model, stream(steps * batch))
+        if s.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        with PeakMemory(s.device, interval=0.1) as mem:  # the same pass again, for its peak memory
+            train.backbone_features(model, stream(steps * batch))
     return {"images_per_s": len(feats) / seconds, "dim": feats.shape[1], "peak_mb": mem.peak_mb,
             "cuda_peak_mb": mem.cuda_peak_mb}
 
@@ -451,6 +460,112 @@ def make_setup(device: torch.device, root: str | None, source_side: int | None =
                               demo.max_train_per_class, demo.max_test_per_class)
     cache = Path(tempfile.mkdtemp(prefix="foodcnn-bench-"))
     return Setup(subset, device, cache, demo)
+
+
+class Helper:
+    """A fresh process that runs measurements for the bench, one call at a time, with or without foodcnn's malloc tuning.
+
+    foodcnn's CPU runs keep freed memory in glibc's heap (allocator.keep_freed_memory, applied by
+    train.run); the reports' loop ran with the default malloc. That setting is process-wide and cannot be
+    undone, and a process keeps the memory of what it measured before, so each table row measures the
+    reference in one fresh helper (default malloc) and ours in another (the library's setting). The two
+    alternate and never run at the same time: each call blocks until its helper answers. Helpers read the
+    decode cache (`s.cache_dir`), so call `s.split(size)` in the bench first.
+    """
+
+    def __init__(self, s: Setup, library_malloc: bool):
+        import multiprocessing as mp
+
+        # forkserver: one server process imports torch and this module once; each helper is a fork of it
+        # (~0.1 s instead of ~5 s for a spawned interpreter), made before any torch thread pool exists.
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["measure"])
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_helper_main,
+                                args=(child, s.subset, s.demo, str(s.cache_dir), s.device.type, library_malloc),
+                                name="foodcnn-bench-helper")  # not daemonic: the reference starts DataLoader workers
+        self.proc.start()
+        child.close()
+        self.malloc_tuned: bool | None = None
+
+    def ready(self) -> "Helper":
+        """Wait until the helper has imported torch and read the set-up; return it."""
+        if self.malloc_tuned is None:
+            self.malloc_tuned = bool(self._answer())
+        return self
+
+    def _answer(self) -> Any:
+        try:
+            status, value = self.conn.recv()
+        except EOFError:
+            raise RuntimeError(f"a bench helper process died (exit code {self.proc.exitcode})") from None
+        if status == "error":
+            raise RuntimeError(f"in a bench helper process:\n{value}")
+        return value
+
+    def call(self, fn: str, *args: Any, threads: int | None = None, bf16: bool = False, **kwargs: Any) -> dict:
+        """Return measure.<fn>(setup, *args, **kwargs) run in the helper (`threads`: torch threads for this call;
+        `bf16`: with the candidate bf16 autocast patch)."""
+        self.ready()
+        self.conn.send((fn, args, kwargs, threads, bf16))
+        return self._answer()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.proc.join(timeout=10)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(timeout=5)
+
+
+@contextlib.contextmanager
+def helpers(s: Setup, reference: bool = True) -> Iterator[tuple[Helper | None, Helper]]:
+    """Yield (reference helper or None, ours helper): fresh processes for one table row, started side by side."""
+    started = [Helper(s, library_malloc=False) if reference else None, Helper(s, library_malloc=True)]
+    try:
+        for h in started:
+            if h is not None:
+                h.ready()
+        yield started[0], started[1]
+    finally:
+        for h in started:
+            if h is not None:
+                h.close()
+
+
+def _helper_main(conn: Any, subset: data.Subset, demo: params.Params, cache_dir: str, device: str,
+                 library_malloc: bool) -> None:
+    import traceback
+
+    from foodcnn import allocator
+
+    try:
+        tuned = allocator.keep_freed_memory() if library_malloc else False
+        s = Setup(subset, torch.device(device), Path(cache_dir), demo)
+        conn.send(("ok", tuned))
+    except Exception:  # noqa: BLE001 - reported to the parent
+        conn.send(("error", traceback.format_exc()))
+        return
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        if msg is None:
+            return
+        fn, args, kwargs, threads, bf16 = msg
+        try:
+            with contextlib.ExitStack() as stack:
+                if threads is not None:
+                    stack.callback(torch.set_num_threads, torch.get_num_threads())
+                    torch.set_num_threads(threads)
+                if bf16:
+                    stack.enter_context(patched(train, "_autocast", cpu_bf16_autocast))
+                result = globals()[fn](s, *args, **kwargs)
+            conn.send(("ok", result))
+        except Exception:  # noqa: BLE001 - reported to the parent
+            conn.send(("error", traceback.format_exc()))
 
 
 def describe_machine(device: torch.device) -> str:

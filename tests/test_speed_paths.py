@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import platform
 import sys
 
 import numpy as np
@@ -148,3 +149,24 @@ def test_reduced_scale_jpeg_decode_keeps_the_full_decodes_geometry_and_pixels(tm
     png = tmp_path / "big.png"  # not a JPEG: decoded in full, exactly as before
     full.convert("RGB").save(png)
     assert np.array_equal(data.load_resized(png, 24), data.resize_center(data.read_rgb(png), 24))
+
+
+def test_bench_helper_processes_measure_with_and_without_the_library_malloc(subset, tmp_path, monkeypatch):
+    """measure.Helper: a fresh process per side; ours with foodcnn's malloc tuning, the reference without; errors
+    come back as errors, not hangs."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # the spawned helper imports measure by name
+    monkeypatch.syspath_prepend(str(REPO / "lib"))
+    _load("reference")
+    bench = _load("measure")
+    setup = bench.Setup(subset, torch.device("cpu"), tmp_path / "cache", params.Params())
+    setup.split(20)
+    with bench.helpers(setup) as (ref, ours):
+        assert ours.malloc_tuned == (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
+        assert ref.malloc_tuned is False
+        o = ours.call("measure_ours", "baseline", 20, 8, 1, 2)
+        r = ref.call("measure_reference", "baseline", 20, 8, 1, 2, workers=0)
+        assert o["images"] == r["images"] == 16
+        with pytest.raises(RuntimeError, match="no_such_model|unknown|KeyError"):
+            ours.call("measure_ours", "no_such_model", 20, 8, 1, 1)
+        assert ours.call("measure_ours", "baseline", 20, 8, 0, 1)["images"] == 8  # still serving after an error
+    assert not ref.proc.is_alive() and not ours.proc.is_alive()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -189,14 +190,16 @@ def load_subset(
 # --------------------------------------------------------------------------------------------
 
 
-def read_rgb(path: Path, draft: int | None = None) -> Image.Image:
+def read_rgb(path: Path, draft: int | None = None, quiet: bool = True) -> Image.Image:
     """Return the image as 8-bit RGB (grayscale, CMYK, palette, alpha and 16-bit converted); raise on unreadable.
 
     draft: let libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale (DCT scaling) as long as both sides stay at
-    least `draft` px; other formats ignore it.
+    least `draft` px; other formats ignore it. quiet: silence PIL's palette-transparency and EXIF warnings
+    (warnings.catch_warnings is not thread-safe: threads pass False inside one catch_warnings of their caller).
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # PIL's palette-transparency and EXIF warnings
+    with warnings.catch_warnings() if quiet else contextlib.nullcontext():
+        if quiet:
+            warnings.simplefilter("ignore")
         with Image.open(path) as im:
             if draft is not None and im.format == "JPEG":
                 im.draft(im.mode, (draft, draft))
@@ -230,7 +233,7 @@ def resize_center(im: Image.Image, size: int, source_size: tuple[int, int] | Non
     return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
-def load_resized(path: Path, size: int) -> np.ndarray:
+def load_resized(path: Path, size: int, quiet: bool = True) -> np.ndarray:
     """Return the image at `path` as resize_center gives it, decoded at a reduced scale where that is lossless enough.
 
     A JPEG whose shorter side is at least 4x `size` is decoded by libjpeg at 1/2-1/8 scale, keeping at least
@@ -239,7 +242,7 @@ def load_resized(path: Path, size: int) -> np.ndarray:
     """
     with Image.open(path) as probe:
         full = probe.size
-    im = read_rgb(path, draft=2 * size)
+    im = read_rgb(path, draft=2 * size, quiet=quiet)
     return resize_center(im, size, full if im.size != full else None)
 
 
@@ -276,6 +279,30 @@ def _cache_key(samples: Sequence[Sample], size: int) -> str:
             stamp = "missing"
         h.update(f"{s.path}|{stamp}|{s.label}\n".encode())
     return h.hexdigest()[:24]
+
+
+def decode_threads() -> int:
+    """Return how many threads decode images (PIL releases the GIL while it decodes and resizes): one per core."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def _load_one(path: Path, size: int) -> np.ndarray | BaseException:
+    try:
+        return load_resized(path, size, quiet=False)
+    except UNREADABLE as e:
+        return e
+
+
+def _load_all(samples: Sequence[Sample], size: int, chunk: int = 256) -> Iterator[np.ndarray | BaseException]:
+    """Yield load_resized (or the exception it raised) for every sample, in order, decoded by decode_threads()."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = decode_threads() if len(samples) > 1 else 1
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="foodcnn-decode") as pool:
+        warnings.simplefilter("ignore")  # PIL's palette-transparency and EXIF warnings, for every decode thread
+        for start in range(0, len(samples), chunk):  # a chunk at a time: decoded images never pile up in memory
+            yield from pool.map(_load_one, [s.path for s in samples[start:start + chunk]],
+                                [size] * len(samples[start:start + chunk]))
 
 
 def decode(
@@ -332,9 +359,12 @@ def decode(
     keep: list[int] = []
     bad: list[dict] = []
     try:
-        for i, s in enumerate(tqdm(samples, desc=desc, disable=not progress, leave=False)):
+        for i, (s, img) in enumerate(tqdm(zip(samples, _load_all(samples, size)), total=len(samples), desc=desc,
+                                          disable=not progress, leave=False)):
             try:
-                out[len(keep)] = load_resized(s.path, size)
+                if isinstance(img, BaseException):
+                    raise img
+                out[len(keep)] = img
                 keep.append(i)
             except UNREADABLE as e:
                 err = f"{type(e).__name__}: {e}"

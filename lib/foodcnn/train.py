@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoints, data, models, runs, transforms
+from . import allocator, checkpoints, data, models, runs, transforms
 from .atomic import atomic_write_bytes, atomic_write_text, remove_temps
 from .params import Params, ParamsError, dump
 
@@ -283,6 +283,8 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
     t_start = time.perf_counter()
     device = resolve_device(p.device)
     seed_everything(p.seed, p.deterministic)
+    if device.type == "cpu":
+        allocator.keep_freed_memory()  # each step reuses its pages instead of faulting them in anew (allocator.py)
     if device.type == "cuda" and not p.deterministic:
         torch.backends.cudnn.benchmark = True
 
