@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from foodcnn import allocator, data, models, train, transforms  # noqa: E402
 from gpu import FAMILIES, catalogue, run_cuda  # noqa: E402
@@ -263,7 +264,10 @@ def run_cpu(args: argparse.Namespace) -> None:
     # run of the paper profile's length (the reports' 25 epochs, SPEC §3), and shown for the demo's too.
     epochs = args.epochs or paper_epochs()
     print(describe_machine(device))
-    side = max(max(im.size) for im in (data.read_rgb(x.path) for x in s.subset.train[:20]))
+    side = 0
+    for x in s.subset.train[:20]:  # the header gives the size; nothing is decoded
+        with Image.open(x.path) as im:
+            side = max(side, *im.size)
     print(f"data: {s.subset.root} ({'synthetic' if s.subset.synthetic else 'real'}, longest side {side} px), "
           f"train/val/test = "
           f"{len(s.subset.train)}/{len(s.subset.val)}/{len(s.subset.test)}; demo settings from {demo_src}; "

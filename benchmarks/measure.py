@@ -38,7 +38,7 @@ class PeakMemory:
 
     Reading PSS walks the page tables (~15 ms of a core per process here: the reference, with its two
     DataLoader workers, would pay three times what ours pays), so it samples during the warm-up steps,
-    which do the same work as the timed ones, and stops at `slow_down()` (called when the timed steps
+    which do the same work as the timed ones, and stops at `stop_sampling()` (called when the timed steps
     start): the timed steps run without it, on both sides.
     """
 
@@ -70,7 +70,7 @@ class PeakMemory:
             self.peak_mb = max(self.peak_mb if self.peak_mb == self.peak_mb else 0.0, sample)
             self._stop.wait(self.interval)
 
-    def slow_down(self) -> None:
+    def stop_sampling(self) -> None:
         """Stop sampling (the timed steps start); waits for a sample in progress to finish."""
         self._stop.set()
         if hasattr(self, "_thread"):
@@ -210,7 +210,7 @@ def measure_reference(s: Setup, name: str, size: int, batch: int, warmup: int, s
     opt = torch.optim.Adam(trainable(model), lr=1e-3)
     torch.manual_seed(0)
     with PeakMemory(s.device) as mem:
-        timer = reference.train(model, loader, opt, s.device, steps, warmup, on_timed_start=mem.slow_down)
+        timer = reference.train(model, loader, opt, s.device, steps, warmup, on_timed_start=mem.stop_sampling)
     return {**timer.as_dict(), "peak_mb": mem.peak_mb, "cuda_peak_mb": mem.cuda_peak_mb}
 
 
@@ -234,7 +234,7 @@ def measure_ours(s: Setup, name: str, size: int, batch: int, warmup: int, steps:
     model = build(name, freeze, s.device, channels_last, **(knobs or {}))
     mem = PeakMemory(s.device)
     stream = TimedStream(train.ImageStream(split, model, s.device, batch, None, channels_last), warmup, steps, s.device,
-                         on_timed_start=mem.slow_down)
+                         on_timed_start=mem.stop_sampling)
     opt = train.make_optimizer(model, 1e-3, s.device)
     models.set_train_mode(model, True)
     torch.manual_seed(0)

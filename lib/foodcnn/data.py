@@ -197,10 +197,16 @@ def read_rgb(path: Path, draft: int | None = None, quiet: bool = True) -> Image.
     least `draft` px; other formats ignore it. quiet: silence PIL's palette-transparency and EXIF warnings
     (warnings.catch_warnings is not thread-safe: threads pass False inside one catch_warnings of their caller).
     """
+    return _read_rgb(path, draft, quiet)[0]
+
+
+def _read_rgb(path: Path, draft: int | None, quiet: bool) -> tuple[Image.Image, tuple[int, int]]:
+    """Return read_rgb's image and the file's full size (before any draft reduction)."""
     with warnings.catch_warnings() if quiet else contextlib.nullcontext():
         if quiet:
             warnings.simplefilter("ignore")
         with Image.open(path) as im:
+            full = im.size
             if draft is not None and im.format == "JPEG":
                 im.draft(im.mode, (draft, draft))
             im.load()  # decode now: a truncated file raises OSError here, not later
@@ -215,7 +221,7 @@ def read_rgb(path: Path, draft: int | None = None, quiet: bool = True) -> Image.
                 im = im.convert("RGBA")
                 background = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 im = Image.alpha_composite(background, im)
-            return im.convert("RGB")
+            return im.convert("RGB"), full
 
 
 def resize_center(im: Image.Image, size: int, source_size: tuple[int, int] | None = None) -> np.ndarray:
@@ -240,9 +246,7 @@ def load_resized(path: Path, size: int, quiet: bool = True) -> np.ndarray:
     twice `size` px for the antialiased resize that follows (a Food-101 image of 512 px to 37 px: 2.4x faster,
     within about one grey level of the full decode on average).
     """
-    with Image.open(path) as probe:
-        full = probe.size
-    im = read_rgb(path, draft=2 * size, quiet=quiet)
+    im, full = _read_rgb(path, 2 * size, quiet)
     return resize_center(im, size, full if im.size != full else None)
 
 
@@ -301,8 +305,8 @@ def _load_all(samples: Sequence[Sample], size: int, chunk: int = 256) -> Iterato
     with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="foodcnn-decode") as pool:
         warnings.simplefilter("ignore")  # PIL's palette-transparency and EXIF warnings, for every decode thread
         for start in range(0, len(samples), chunk):  # a chunk at a time: decoded images never pile up in memory
-            yield from pool.map(_load_one, [s.path for s in samples[start:start + chunk]],
-                                [size] * len(samples[start:start + chunk]))
+            paths = [s.path for s in samples[start:start + chunk]]
+            yield from pool.map(_load_one, paths, [size] * len(paths))
 
 
 def decode(
