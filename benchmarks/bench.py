@@ -12,7 +12,7 @@ with the default malloc, as they ran it; ours runs in the other with the library
 time. Warm-up steps (worker start-up, first oneDNN/cuDNN calls, the heap growing to its working size)
 are not timed. "ours" is the library's own code: data.decode (the uint8 cache) -> data.batches ->
 transforms.normalise -> model, driven by train.train_one_epoch; the frozen-backbone rows use
-train.backbone_features + train.FeatureStream. The source JPEGs are synthetic at Food-101's resolution
+whole train.run calls (features.features + train.FeatureStream, head-only checkpoints). The source JPEGs are synthetic at Food-101's resolution
 (longest side 512 px, --source-side). No figure is asserted: timings depend on the machine and its load.
 Measuring tools live in measure.py, the GPU run in gpu.py.
 """
@@ -20,7 +20,6 @@ Measuring tools live in measure.py, the GPU run in gpu.py.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import sys
@@ -35,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from foodcnn import allocator, data, models, train, transforms  # noqa: E402
+from foodcnn import allocator, data, features, models, train, transforms  # noqa: E402
 from gpu import FAMILIES, catalogue, run_cuda  # noqa: E402
-from measure import (FOOD101_SIDE, PAPER_SIZE, REPO, Setup, demo_params,  # noqa: E402
+from measure import (FOOD101_SIDE, FROZEN_ROWS, PAPER_SIZE, REPO, Setup, demo_params,  # noqa: E402
                      describe_machine, geomean, helpers, make_setup,
                      measure_wide_cpu, paper_epochs, pct, table, truncate)
 
@@ -146,9 +145,8 @@ def frozen_runs(profile: str = "demo") -> dict[str, int]:
 
 
 def frozen_rows(s: Setup, names: list[str], plan: Plan, epochs: int, demo_epochs: int) -> tuple[list[list[Any]], dict]:
-    """Return the frozen-backbone table rows and each model's speed-up over one demo run."""
+    """Return the frozen-backbone table rows and each model's speed-up of one cold run over the reference."""
     n_train, n_val, n_test = len(s.subset.train), len(s.subset.val), len(s.subset.test)
-    n_all = n_train + n_val + n_test
     rows, speedups = [], {}
     sharing = frozen_runs("demo")
     for name in names:
@@ -158,28 +156,22 @@ def frozen_rows(s: Setup, names: list[str], plan: Plan, epochs: int, demo_epochs
         with helpers(s) as (rp, op):
             ref = rp.call("measure_reference", name, size, batch, w, k, freeze="head")
             ref_eval = rp.call("measure_reference_eval", name, size, batch, 1, max(1, min(k, n_val // batch - 1)))
-            feat = op.call("measure_features", name, size, batch, w, k)
-            head = op.call("measure_head_epochs", name, feat["dim"], n_train, n_val, batch)
-        # One run of E epochs: train + validation every epoch, the test split once.
+            feat = op.call("measure_features", name, size, max(features.BATCH, k * batch))
+            run = op.call("measure_frozen_run", name, epochs)
+            short = op.call("measure_frozen_run", name, demo_epochs)
+        # The reports' run of E epochs: train + validation every epoch, the test split once (checkpoints not charged).
         ref_epoch = n_train / ref["images_per_s"] + n_val / ref_eval["images_per_s"]
-        ref_run = epochs * ref_epoch + n_test / ref_eval["images_per_s"]
-        one_off = n_all / s.decode_ips[size] + n_all / feat["images_per_s"]  # cold decode + backbone features
-        ours_run = one_off + epochs * head["epoch_s"]
-        speedup = ref_run / ours_run
-        demo_speedup = ((demo_epochs * ref_epoch + n_test / ref_eval["images_per_s"])
-                        / (one_off + demo_epochs * head["epoch_s"]))
-        per_epoch = ref_epoch / head["epoch_s"]
-        # Epochs after which the run is 10x faster: solve E*ref_epoch + t_test >= 10*(one_off + E*head).
-        need = (10 * one_off - n_test / ref_eval["images_per_s"]) / (ref_epoch - 10 * head["epoch_s"])
-        speedups[name] = speedup
+        ref_test = n_test / ref_eval["images_per_s"]
+        ref_run, ref_short = epochs * ref_epoch + ref_test, demo_epochs * ref_epoch + ref_test
+        speedups[name] = speedup = ref_run / run["cold_s"]
         k_runs = max(1, sharing.get(name, 1))
-        shared = ref_run / (one_off / k_runs + epochs * head["epoch_s"])
-        rows.append([name, size, ref["images_per_s"], pct(ref["data_wait_share"]), feat["images_per_s"], one_off,
-                     head["epoch_s"], ref_epoch, f"{per_epoch:,.0f}x", f"{demo_speedup:.1f}x", f"{speedup:.1f}x",
-                     max(1, math.ceil(need)) if need == need else "-", f"{shared:.1f}x ({k_runs})", ref["peak_mb"],
+        shared = ref_run / ((run["cold_s"] + (k_runs - 1) * run["warm_s"]) / k_runs)
+        rows.append([name, size, ref["images_per_s"], pct(ref["data_wait_share"]), ref_epoch, feat["images_per_s"],
+                     short["cold_s"], run["cold_s"], run["warm_s"], f"{ref_short / short['cold_s']:.1f}x",
+                     f"{speedup:.1f}x", f"{ref_run / run['warm_s']:.1f}x", f"{shared:.1f}x ({k_runs})", ref["peak_mb"],
                      feat["peak_mb"]])
-        print(f"  {name} @{size}px frozen: reference {ref_epoch:.1f} s/epoch, ours one-off {one_off:.1f} s "
-              f"+ {head['epoch_s'] * 1000:.0f} ms/epoch -> {speedup:.1f}x over {epochs} epochs", flush=True)
+        print(f"  {name} @{size}px frozen, {epochs} epochs: reference {ref_run:.1f} s, ours {run['cold_s']:.1f} s "
+              f"(first run), {run['warm_s']:.1f} s (features cached) -> {speedup:.1f}x", flush=True)
     return rows, speedups
 
 
@@ -220,33 +212,12 @@ def wide_rows(s: Setup, names: list[str]) -> list[list[Any]]:
     return rows
 
 
-def feature_patch_rows(s: Setup, names: list[str], plan: Plan) -> list[list[Any]]:
-    """Return img/s of the frozen-backbone pass: the library's, inference_mode, 4x the batch, + the other memory format."""
-    rows = []
-    w, k = plan.frozen_steps
-    for name in names:
-        size, batch = s.demo.replace(model=name).resolved_image_size, s.demo.batch_size
-        s.split(size)
-        with helpers(s, reference=False) as (_, op):
-            base = op.call("measure_features", name, size, batch, w, k)["images_per_s"]
-            variants = [op.call("measure_features", name, size, batch, w, k, inference_mode=True),
-                        op.call("measure_features", name, size, 4 * batch, 1, max(1, k // 4), inference_mode=True),
-                        op.call("measure_features", name, size, 4 * batch, 1, max(1, k // 4),
-                                channels_last=not train.channels_last_pays(name, s.device, size),
-                                     inference_mode=True)]
-        rows.append([name, size, base, *(f"{v['images_per_s']:.1f} ({v['images_per_s'] / base:.2f}x)"
-                                         for v in variants)])
-    return rows
-
-
-def print_patches(prow: list, fprow: list, names: list[str], s: Setup) -> None:
+def print_patches(prow: list, names: list[str], s: Setup) -> None:
     print("\n== Candidate library patches, ours at the demo size (training img/s; ratio to the library as it is)")
     print(table(["model", "px", "library (twice)", "other memory format", "bf16 autocast", "other format+bf16",
                  "1 thread"], prow))
     print("\n== `wide` augmentation (transforms.Wide, per image on uint8 CPU tensors), ms per image")
     print(table(["px", f"library ({torch.get_num_threads()} threads)", "1 thread"], wide_rows(s, names)))
-    print("\n== Frozen-backbone feature pass (img/s; library: batch 32 under no_grad)")
-    print(table(["model", "px", "library", "inference_mode", "inference_mode, batch 128", "+ other memory format"], fprow))
 
 
 def run_cpu(args: argparse.Namespace) -> None:
@@ -278,11 +249,10 @@ def run_cpu(args: argparse.Namespace) -> None:
               f"the library's CPU malloc tuning (lib/foodcnn/allocator.py; "
               f"{'in effect' if allocator.supported() and allocator.wanted() else 'not in effect: not glibc, or FOODCNN_MALLOC=default'})",
               flush=True)
-        prow = fprow = None
+        prow = None
         if args.only_patches:
             print("\n[3/3] candidate library patches (ours, demo size)", flush=True)
-            prow, fprow = patch_rows(s, names, plan), feature_patch_rows(s, frozen, plan)
-            print_patches(prow, fprow, names, s)
+            print_patches(patch_rows(s, names, plan), names, s)
             return
         print("\n[1/3] from scratch / fine-tune all: training steps, reference vs ours (fp32, CPU)", flush=True)
         drows = data_path_rows(s, names, 96 if args.quick else 256)
@@ -291,7 +261,7 @@ def run_cpu(args: argparse.Namespace) -> None:
         frows, speedups = frozen_rows(s, frozen, plan, epochs, demo.epochs)
         if plan.patches:
             print("\n[3/3] candidate library patches (ours, demo size)", flush=True)
-            prow, fprow = patch_rows(s, names, plan), feature_patch_rows(s, frozen, plan)
+            prow = patch_rows(s, names, plan)
     finally:
         shutil.rmtree(s.cache_dir, ignore_errors=True)
     d, w, k = plan.demo_steps[0], plan.demo_steps[1], plan.big_steps[1]
@@ -315,17 +285,20 @@ def run_cpu(args: argparse.Namespace) -> None:
     print(f"\n== Frozen backbone (freeze: head), demo size, one run of {demo.epochs} (demo) and {epochs} (paper) "
           f"epochs (train {len(s.subset.train)} + "
           f"val {len(s.subset.val)} each epoch, test {len(s.subset.test)} once)")
-    print(table(["model", "px", "ref train img/s", "ref data wait", "ours feat img/s", "ours one-off s",
-                 "ours s/epoch", "ref s/epoch", "per epoch", f"run ({demo.epochs} ep)", f"run ({epochs} ep)",
-                 "10x after ep",
-                 "shared (runs)", "ref peak MB", "ours peak MB"], frows))
-    print("reference: forward through the frozen backbone (train mode) + head backward, PIL every epoch; ours: "
-          "cold decode + backbone features of all three splits once (charged in full), then head-only epochs.\n"
-          "shared (runs): "
-          "the library's run if its features were kept on disk and shared by the demo catalogue's runs with the same "
-          "frozen backbone (proposed patch; their count in brackets)")
+    print(table(["model", "px", "ref train img/s", "ref data wait", "ref s/epoch", "ours feat img/s",
+                 f"ours run {demo.epochs} ep s", f"ours run {epochs} ep s", "cached features s",
+                 f"run {demo.epochs} ep", f"run {epochs} ep", "cached features", "catalogue (runs)", "ref peak MB",
+                 "ours peak MB"], frows))
+    print("reference: forward through the frozen backbone (train mode) + head backward, PIL every epoch, test once "
+          "(timed steps; its checkpoint writes are not charged). ours: the whole train.run of the family's catalogue "
+          f"row ({', '.join(FROZEN_ROWS[n] for n in frozen)}, demo profile, no early stopping), wall time in the "
+          "helper process: decode, features, head epochs, head-only checkpoints, test, run directory.\n"
+          "run N ep: a first run (decode and feature caches empty); cached features: a later run over the same "
+          "backbone and images (another row or seed), which reads its features from the cache; catalogue (runs): "
+          "the mean over the demo catalogue's runs that share the backbone, the first paying the feature pass "
+          "(their count in brackets). ours peak MB: the feature pass")
     if prow is not None:
-        print_patches(prow, fprow, names, s)
+        print_patches(prow, names, s)
     print(f"\nthreads: torch uses {torch.get_num_threads()} intra-op threads on {os.cpu_count()} CPUs; "
           f"total {time.perf_counter() - t_start:.0f} s")
     frozen_speedup = geomean(list(speedups.values()))
@@ -333,7 +306,7 @@ def run_cpu(args: argparse.Namespace) -> None:
     wait = geomean([v["ours_wait"] for v in at_demo.values()])
     if plan.patched_column:
         print(f"with bf16 small CNNs: scratch_speedup={geomean([v['ratio_patched'] for v in at_demo.values()]):.2f}")
-    print(f"frozen_speedup: one frozen-backbone run of {epochs} epochs; scratch_speedup, data_wait: training steps "
+    print(f"frozen_speedup: a first frozen-backbone run of {epochs} epochs, caches empty; scratch_speedup, data_wait: training steps "
           "at the demo size (geometric means over the model families)")
     print(f"frozen_speedup={frozen_speedup:.1f} scratch_speedup={scratch_speedup:.2f} data_wait={100 * wait:.1f}%")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from foodcnn import models, params, train
+from foodcnn import features, models, params, train
 from measure import (PAPER_SIZE, REPO, make_setup, describe_machine, measure_eval, measure_features, measure_ours,
                      measure_reference, measure_wide_cpu, patched, pct, table, train_one_epoch_nosync)
 
@@ -115,7 +115,7 @@ def run_cuda(args: argparse.Namespace) -> None:
             with patched(train, "train_one_epoch", train_one_epoch_nosync):
                 ons = measure_ours(s, name, size, batch, w, k, "none", channels_last=True, amp=True)
             pretrained = models.family(name) == "pretrained"
-            ev = measure_features(s, name, size, batch, w, k, channels_last=True) if pretrained else None
+            ev = measure_features(s, name, size, max(features.BATCH, k * batch)) if pretrained else None
             ours_train[(name, "none", "{}")] = o["images_per_s"]
             mrows.append([name, size, ref["images_per_s"], pct(ref["data_wait_share"]), o32["images_per_s"],
                           o["images_per_s"], f"{o['images_per_s'] / ref['images_per_s']:.2f}x",
@@ -127,8 +127,8 @@ def run_cuda(args: argparse.Namespace) -> None:
             key = (r.model, "head" if r.freeze == "head" else r.freeze, repr(sorted(r.knobs.items())))
             if r.freeze == "head" and r.augment in ("none", "hflip"):
                 if r.model not in ours_eval:
-                    ours_eval[r.model] = measure_features(s, r.model, r.size, r.batch, w, k,
-                                                          channels_last=True)["images_per_s"]
+                    ours_eval[r.model] = measure_features(s, r.model, r.size,
+                                                          max(features.BATCH, k * r.batch))["images_per_s"]
             elif key not in ours_train:
                 ours_train[key] = measure_ours(s, r.model, r.size, r.batch, w, k, r.freeze, channels_last=True,
                                                amp=True, knobs=r.knobs)["images_per_s"]

@@ -7,6 +7,7 @@ import gc
 import math
 import os
 import platform
+import shutil
 import tempfile
 import threading
 import time
@@ -14,12 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import Subset as IndexSubset
 
 import reference
-from foodcnn import data, models, params, synth, train, transforms
+from foodcnn import data, features, models, params, synth, train, transforms
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_SIZE = 224
@@ -311,52 +311,51 @@ def measure_eval(s: Setup, name: str, size: int, batch: int, warmup: int, steps:
     return stream.result()
 
 
-def measure_features(s: Setup, name: str, size: int, batch: int, warmup: int, steps: int,
-                     channels_last: bool | None = None, inference_mode: bool = False) -> dict:
-    """Return images/s of train.backbone_features (the one-off pass of a frozen-backbone run) and peak memory."""
-    if channels_last is None:
-        channels_last = train.channels_last_pays(name, s.device, size)
-    model = build(name, "head", s.device, channels_last)
+def measure_features(s: Setup, name: str, size: int, images: int, batch: int = features.BATCH) -> dict:
+    """Return images/s of features.extract (the one-off pass of a frozen-backbone run) and its peak memory."""
+    model = build(name, "head", s.device)
     split = s.split(size)
-    mode = torch.inference_mode if inference_mode else contextlib.nullcontext
-
-    def stream(n: int) -> train.ImageStream:
-        return train.ImageStream(truncate(split, n), model, s.device, batch, None, channels_last)
-
-    with mode():
-        train.backbone_features(model, stream(warmup * batch))  # warm-up
-        # Timed without the memory sampler: reading PSS takes ~15 ms of a core, a tenth of a short pass.
-        if s.device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        feats = train.backbone_features(model, stream(steps * batch))
-        if s.device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-        with PeakMemory(s.device, interval=0.1) as mem:  # the same pass again, for its peak memory
-            train.backbone_features(model, stream(steps * batch))
+    features.extract(model, truncate(split, batch), s.device, batch_size=batch)  # warm-up
+    # Timed without the memory sampler: reading PSS takes ~15 ms of a core, a tenth of a short pass.
+    if s.device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    feats = features.extract(model, truncate(split, images), s.device, batch_size=batch)
+    if s.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    with PeakMemory(s.device, interval=0.1) as mem:  # the same pass again, for its peak memory
+        features.extract(model, truncate(split, images), s.device, batch_size=batch)
     return {"images_per_s": len(feats) / seconds, "dim": feats.shape[1], "peak_mb": mem.peak_mb,
             "cuda_peak_mb": mem.cuda_peak_mb}
 
 
-def measure_head_epochs(s: Setup, name: str, dim: int, n_train: int, n_val: int, batch: int, epochs: int = 3) -> dict:
-    """Return seconds per head-only epoch (train over n_train cached features + validation over n_val)."""
-    model = build(name, "head", s.device)
-    net = train.head_of(model)
-    g = torch.Generator().manual_seed(0)
-    feats, labels = torch.randn(n_train, dim, generator=g).to(s.device), torch.randint(0, 20, (n_train,)).to(s.device)
-    fs_train = train.FeatureStream(feats, labels, batch, None)
-    fs_val = train.FeatureStream(feats[:n_val], labels[:n_val], batch, None)
-    opt = train.make_optimizer(net, 1e-3, s.device)
-    times = []
-    for epoch in range(epochs + 1):  # the first is warm-up
-        t0 = time.perf_counter()
-        net.train()
-        train.train_one_epoch(net, fs_train, opt, torch.Generator().manual_seed(epoch), s.device, True, False, "head")
-        net.eval()
-        train.evaluate(net, fs_val, s.device, True)
-        times.append(time.perf_counter() - t0)
-    return {"epoch_s": float(np.median(times[1:]))}
+# The catalogue row whose run the bench times for each frozen-backbone model family.
+FROZEN_ROWS = {"resnet18": "a_resnet18", "vgg16_bn": "b_vgg_stock", "efficientnet_lite0": "x_effnet_stock"}
+
+
+def measure_frozen_run(s: Setup, name: str, epochs: int) -> dict:
+    """Return wall seconds of the library's whole run (train.run) of the family's frozen-backbone catalogue row.
+
+    `cold_s`: a first run, caches empty: it decodes the three splits and computes their features. `warm_s`: a later
+    run over the same backbone and images (another row, or seed, of the catalogue), which reads both from the
+    caches. Both train `epochs` epochs (no early stopping), test, and write their run directory as `make report`
+    does. The demo profile's data and sizes, random init (pretrained: none): the speed does not depend on weights.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="foodcnn-bench-run-"))
+    try:
+        p = params.load(REPO / "params" / f"{FROZEN_ROWS[name]}.yaml", profile="demo", overrides=dict(
+            data_root=str(s.subset.root), classes=list(s.subset.classes), num_classes=len(s.subset.classes), epochs=epochs, patience=epochs, progress=False, pretrained="none",
+            device=s.device.type, runs_dir=str(tmp / "runs"), cache_dir=str(tmp / "cache")))
+        out = {}
+        for which in ("cold", "warm"):
+            t0 = time.perf_counter()
+            result = train.run(p, out=tmp / which)
+            out[f"{which}_s"] = time.perf_counter() - t0
+            out[f"{which}_from_disk"] = result["features_from_disk"]
+        return {**out, "row": p.id, "epochs": epochs}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def measure_wide_cpu(size: int, batch: int, steps: int = 3) -> float:

@@ -121,10 +121,10 @@ def test_bench_helpers_run_the_library_path(subset, tmp_path):
     assert ours["images"] == 16 and ours["seconds"] > 0 and 0 <= ours["data_wait_share"] <= 1
     ref = bench.measure_reference(setup, "baseline", 20, 8, warmup=1, steps=2, workers=0)
     assert ref["images"] == 16 and ref["seconds"] > 0
-    feats = bench.measure_features(setup, "resnet18", 32, 8, warmup=1, steps=2)
-    assert feats["dim"] == 512
-    head = bench.measure_head_epochs(setup, "resnet18", feats["dim"], n_train=24, n_val=8, batch=8, epochs=1)
-    assert head["epoch_s"] > 0
+    feats = bench.measure_features(setup, "resnet18", 32, 16, batch=8)
+    assert feats["dim"] == 512 and feats["images_per_s"] > 0
+    run = bench.measure_frozen_run(setup, "resnet18", epochs=1)  # a_resnet18 through train.run, twice
+    assert run["cold_from_disk"] == [] and run["warm_from_disk"] == ["train", "val", "test"]
     assert isinstance(train.head_of(models.build("resnet18", pretrained="none", freeze="head")), torch.nn.Linear)
 
 

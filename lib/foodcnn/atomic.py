@@ -67,6 +67,13 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_save_npy(path: str | Path, array: Any) -> None:
+    """np.save `array` to `path` atomically."""
+    import numpy as np
+
+    _atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
 def atomic_torch_save(path: str | Path, obj: Any) -> None:
     """torch.save `obj` to `path` atomically."""
     import torch

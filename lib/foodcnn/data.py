@@ -268,6 +268,7 @@ class Decoded:
     labels: np.ndarray
     keys: list[str]
     bad: list[dict]
+    key: str = ""  # the decode cache's key (source files, labels, size); "" where the pixels came from elsewhere
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -347,7 +348,7 @@ def decode(
                     b = meta["bad"][0]
                     raise BadImageError(f"unreadable image {b['path']}: {b['error']} (set bad_images: skip to skip it)")
                 return Decoded(images, np.array([samples[i].label for i in keep], dtype=np.int64),
-                               [samples[i].key for i in keep], meta["bad"])
+                               [samples[i].key for i in keep], meta["bad"], key)
     shape = (len(samples), 3, size, size)
     tmp = None
     if npy is not None:
@@ -387,7 +388,7 @@ def decode(
             tmp.unlink()
     out = out[: len(keep)]
     labels = np.array([samples[i].label for i in keep], dtype=np.int64)
-    return Decoded(out, labels, [samples[i].key for i in keep], bad)
+    return Decoded(out, labels, [samples[i].key for i in keep], bad, key)
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import allocator, checkpoints, data, models, runs, transforms
+from . import allocator, checkpoints, data, features, models, runs, transforms
 from .atomic import atomic_write_bytes, atomic_write_text, remove_temps
 from .params import Params, ParamsError, dump
 
@@ -125,24 +125,6 @@ class ImageStream:
 def head_of(model: nn.Module) -> nn.Module:
     """Return the trainable head of a pretrained model."""
     return model.get_submodule(model.head_name)
-
-
-@torch.no_grad()
-def backbone_features(model: nn.Module, stream: ImageStream, flip: bool = False) -> torch.Tensor:
-    """Return the frozen backbone's features (input of the head) for every image of a split, in order."""
-    head_name = model.head_name
-    parent, _, leaf = head_name.rpartition(".")
-    owner = model.get_submodule(parent) if parent else model
-    head = getattr(owner, leaf)
-    setattr(owner, leaf, nn.Identity())
-    try:
-        model.eval()
-        out = []
-        for x, _ in stream(None, train=False):
-            out.append(model(x.flip(-1) if flip else x).float())
-        return torch.cat(out)
-    finally:
-        setattr(owner, leaf, head)
 
 
 class FeatureStream:
@@ -267,6 +249,8 @@ def _save_predictions(path: Path, keys: list[str], ev: dict[str, Any]) -> None:
 
 def _best_agrees(rdir: Path, state: dict[str, Any]) -> bool:
     """Return whether best.pt holds the best epoch last.pt records, rewriting it from last.pt where that is the fix."""
+    if "best_head" in state:  # a frozen-backbone run: best.pt is written once, at the end, from last.pt's best head
+        return True
     best = rdir / runs.BEST
     held = checkpoints.load(best)["epoch"] if best.is_file() else None
     if state["best_epoch"] in (0, held):
@@ -301,6 +285,18 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
         elif not _best_agrees(rdir, state):
             log.warning("%s does not hold the best epoch %s records; starting afresh", runs.BEST, last_path)
             state = None
+    model = models.build_from_params(p).to(device)
+    cached = p.feature_cache and models.backbone_frozen(model) and p.augment in ("none", "hflip")
+    # A frozen-backbone run checkpoints only its head (plus the backbone's digest): a full VGG16 last.pt is
+    # 537 MB and took 1.4 s to write, against 8 ms for a head-only epoch.
+    digest = features.backbone_digest(model) if cached else None
+    if state is not None and ("best_head" in state) != bool(cached):
+        log.warning("%s was written with feature_cache %s; starting afresh", last_path,
+                    "on" if "best_head" in state else "off")
+        state = None
+    elif state is not None and cached and state.get("backbone") != digest:
+        log.warning("%s was written over another backbone; starting afresh", last_path)
+        state = None
     loaded = load_data(p, subset)
 
     rdir.mkdir(parents=True, exist_ok=True)
@@ -311,7 +307,6 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
             (rdir / name).unlink(missing_ok=True)
     atomic_write_text(rdir / runs.PARAMS, dump(p))
 
-    model = models.build_from_params(p).to(device)
     use_cl = p.channels_last and channels_last_pays(p.model, device, p.resolved_image_size)
     if use_cl:
         model = model.to(memory_format=torch.channels_last)
@@ -322,20 +317,32 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
     def stream(split: data.Decoded, aug: transforms.Augment | None) -> ImageStream:
         return ImageStream(split, model, device, p.batch_size, aug, use_cl)
 
-    cached = p.feature_cache and models.backbone_frozen(model) and p.augment in ("none", "hflip")
+    from_disk: list[str] = []
     if cached:
-        # SPEC/issue 5: the backbone is fixed (eval mode), so its features are computed once and the
-        # head trains on them; hflip keeps both views and draws the flip exactly as transforms.hflip.
+        # SPEC/issue 5: the backbone is fixed (eval mode), so its features are computed once (or read from the
+        # feature cache another run with the same backbone and images filled) and the head trains on them;
+        # hflip keeps both views and draws the flip exactly as transforms.hflip.
         t_feat = time.perf_counter()
-        tr = stream(loaded.train, None)
-        train_s = FeatureStream(backbone_features(model, tr), torch.from_numpy(loaded.train.labels).to(device),
-                                p.batch_size, backbone_features(model, tr, flip=True) if p.augment == "hflip" else None)
-        val_s = FeatureStream(backbone_features(model, stream(loaded.val, None)),
-                              torch.from_numpy(loaded.val.labels).to(device), p.batch_size, None)
-        test_s = FeatureStream(backbone_features(model, stream(loaded.test, None)),
-                               torch.from_numpy(loaded.test.labels).to(device), p.batch_size, None)
+        assert digest is not None
+
+        def feats(name: str, flip: bool = False) -> torch.Tensor:
+            view = f"{name}{' (flipped)' if flip else ''}"
+            x, hit = features.features(model, getattr(loaded, name), device, digest, p.cache_dir, flip,
+                                       p.progress, desc=f"features {view} @{size}px")
+            if hit:
+                from_disk.append(view)
+            return x
+
+        def labels(name: str) -> torch.Tensor:
+            return torch.from_numpy(getattr(loaded, name).labels).to(device)
+
+        train_s = FeatureStream(feats("train"), labels("train"), p.batch_size,
+                                feats("train", flip=True) if p.augment == "hflip" else None)
+        val_s = FeatureStream(feats("val"), labels("val"), p.batch_size, None)
+        test_s = FeatureStream(feats("test"), labels("test"), p.batch_size, None)
         net: nn.Module = head_of(model)
-        log.info("cached frozen-backbone features in %.1fs", time.perf_counter() - t_feat)
+        log.info("frozen-backbone features in %.1fs (%s)", time.perf_counter() - t_feat,
+                 f"read from the feature cache: {', '.join(from_disk)}" if from_disk else "computed")
     else:
         train_s, val_s, test_s = stream(loaded.train, augment), stream(loaded.val, None), stream(loaded.test, None)
         net = model
@@ -343,9 +350,14 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
     optimizer = make_optimizer(model, p.lr, device)
     start_epoch, best_val, best_epoch, bad_epochs, resumed_from = 1, math.inf, 0, 0, None
     rows: list[dict[str, float]] = []
+    best_head = None  # frozen-backbone runs keep the best epoch's head here; best.pt is written at the end
     if state is not None:
         try:
-            model.load_state_dict(state["model"])
+            if cached:
+                features.load_head_state(model, state["model"])
+                best_head = state["best_head"]
+            else:
+                model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
         except (KeyError, RuntimeError, ValueError) as e:
             raise checkpoints.CheckpointError(f"{last_path} does not fit this model ({e}); re-run without --resume") from None
@@ -393,11 +405,18 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
         # epoch), then best.pt. Resume drops metric rows after last.pt's epoch, and when last.pt names
         # its own epoch as best but best.pt is older (killed before it was written) `_best_agrees`
         # writes best.pt from last.pt's weights. best.pt never runs ahead of last.pt.
-        checkpoints.save(last_path, model=model.state_dict(), optimizer=optimizer.state_dict(), epoch=epoch,
-                         best_val_loss=best_val, best_epoch=best_epoch, bad_epochs=bad_epochs,
-                         fingerprint=p.fingerprint())
-        if improved:
-            checkpoints.save(rdir / runs.BEST, model=model.state_dict(), epoch=epoch)
+        # A frozen-backbone run's last.pt holds the head and the best head, so nothing else needs to agree.
+        common = dict(optimizer=optimizer.state_dict(), epoch=epoch, best_val_loss=best_val, best_epoch=best_epoch,
+                      bad_epochs=bad_epochs, fingerprint=p.fingerprint())
+        if cached:
+            if improved:
+                best_head = features.head_state(model)
+            checkpoints.save(last_path, model=features.head_state(model), best_head=best_head, backbone=digest,
+                             **common)
+        else:
+            checkpoints.save(last_path, model=model.state_dict(), **common)
+            if improved:
+                checkpoints.save(rdir / runs.BEST, model=model.state_dict(), epoch=epoch)
         epochs_bar.set_postfix(train_acc=f"{tr['acc']:.3f}", val_acc=f"{ev['acc']:.3f}", val_loss=f"{ev['loss']:.3f}")
     epochs_bar.close()
 
@@ -405,7 +424,8 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
         "status": status, "id": p.id, "seed": p.seed, "profile": p.profile, "fingerprint": p.fingerprint(),
         "model": p.model, "image_size": size, "weights_source": model.weights_source, "freeze": model.freeze,
         "pretrained_imagenet": str(model.weights_source).startswith("ImageNet"),
-        "feature_cache": bool(cached), "device": str(device), "deterministic": p.deterministic, "versions": versions(),
+        "feature_cache": bool(cached), "features_from_disk": from_disk, "device": str(device),
+        "deterministic": p.deterministic, "versions": versions(),
         "params_total": total, "params_trainable": trainable, "data": loaded.subset.provenance(),
         "bad_images": loaded.bad, "bad_image_count": len(loaded.bad),
         "epochs_run": len(rows), "best_epoch": best_epoch or None, "stopped_early": len(rows) < p.epochs and status == "ok",
@@ -416,7 +436,12 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
     if best_row is not None:
         result.update(train_loss=best_row["train_loss"], train_acc=best_row["train_acc"],
                       val_loss=best_row["val_loss"], val_acc=best_row["val_acc"])
-        model.load_state_dict(checkpoints.load(rdir / runs.BEST)["model"])
+        if cached:
+            assert best_head is not None
+            features.load_head_state(model, best_head)
+            checkpoints.save(rdir / runs.BEST, model=model.state_dict(), epoch=best_epoch)
+        else:
+            model.load_state_dict(checkpoints.load(rdir / runs.BEST)["model"])
         models.set_train_mode(net if cached else model, False)
         ev = evaluate(net, test_s, device, p.amp)
         result.update(test_loss=ev["loss"], test_acc=ev["acc"])
