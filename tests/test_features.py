@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -43,6 +44,16 @@ def test_a_later_run_reads_the_features_an_earlier_run_computed(tiny_params):
     assert train.run(tiny_params(runs_dir=root + "/5", seed=1, **FROZEN))["features_from_disk"] == []
 
 
+def test_fast_frozen_run_commits_every_few_seconds_and_writes_all_metrics(tiny_params, monkeypatch):
+    saves = []
+    real = train.checkpoints.save
+    monkeypatch.setattr(train.checkpoints, "save", lambda path, **kw: (saves.append(path.name), real(path, **kw)))
+    p = tiny_params(**{**FROZEN, "epochs": 6})
+    result = train.run(p)
+    assert saves == [runs.BEST]  # six epochs of milliseconds: no last.pt, best.pt once at the end
+    assert len(pd.read_csv(runs.run_dir(p) / runs.METRICS)) == 6 and result["epochs_run"] == 6
+
+
 def test_a_damaged_feature_cache_entry_is_computed_afresh(tiny_params, caplog):
     p = tiny_params(**FROZEN)
     clean = train.run(p.replace(runs_dir=str(p.runs_dir) + "/a"))
@@ -58,6 +69,7 @@ def test_a_damaged_feature_cache_entry_is_computed_afresh(tiny_params, caplog):
 
 
 def test_frozen_run_checkpoints_its_head_and_resumes_exactly(tiny_params, monkeypatch):
+    monkeypatch.setattr(train, "HEAD_CHECKPOINT_EVERY_S", 0.0)  # commit after every epoch, as a slow epoch would
     root = str(tiny_params().runs_dir)
     full = train.run(tiny_params(runs_dir=root + "/full", **{**FROZEN, "epochs": 3}))
     p = tiny_params(runs_dir=root + "/cut", **{**FROZEN, "epochs": 3})
@@ -88,6 +100,7 @@ def test_frozen_run_checkpoints_its_head_and_resumes_exactly(tiny_params, monkey
 
 
 def test_resume_over_another_backbone_starts_afresh(tiny_params, monkeypatch, caplog):
+    monkeypatch.setattr(train, "HEAD_CHECKPOINT_EVERY_S", 0.0)
     p = tiny_params(**{**FROZEN, "epochs": 3})
     real, calls = train.train_one_epoch, {"n": 0}
 
