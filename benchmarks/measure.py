@@ -311,21 +311,22 @@ def measure_eval(s: Setup, name: str, size: int, batch: int, warmup: int, steps:
     return stream.result()
 
 
-def measure_features(s: Setup, name: str, size: int, images: int, batch: int = features.BATCH) -> dict:
+def measure_features(s: Setup, name: str, size: int, images: int, batch: int = features.BATCH,
+                     amp: bool = False) -> dict:
     """Return images/s of features.extract (the one-off pass of a frozen-backbone run) and its peak memory."""
     model = build(name, "head", s.device)
     split = s.split(size)
-    features.extract(model, truncate(split, batch), s.device, batch_size=batch)  # warm-up
+    features.extract(model, truncate(split, batch), s.device, batch_size=batch, amp=amp)  # warm-up
     # Timed without the memory sampler: reading PSS takes ~15 ms of a core, a tenth of a short pass.
     if s.device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    feats = features.extract(model, truncate(split, images), s.device, batch_size=batch)
+    feats = features.extract(model, truncate(split, images), s.device, batch_size=batch, amp=amp)
     if s.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     with PeakMemory(s.device, interval=0.1) as mem:  # the same pass again, for its peak memory
-        features.extract(model, truncate(split, images), s.device, batch_size=batch)
+        features.extract(model, truncate(split, images), s.device, batch_size=batch, amp=amp)
     return {"images_per_s": len(feats) / seconds, "dim": feats.shape[1], "peak_mb": mem.peak_mb,
             "cuda_peak_mb": mem.cuda_peak_mb}
 

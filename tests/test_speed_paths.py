@@ -170,3 +170,20 @@ def test_bench_helper_processes_measure_with_and_without_the_library_malloc(subs
             ours.call("measure_ours", "no_such_model", 20, 8, 1, 1)
         assert ours.call("measure_ours", "baseline", 20, 8, 0, 1)["images"] == 8  # still serving after an error
     assert not ref.proc.is_alive() and not ours.proc.is_alive()
+
+
+def test_gpu_projection_computes_shared_features_once(monkeypatch):
+    """The paper catalogue's wall time: a frozen backbone's features are paid by its first run only."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    _load("reference")
+    _load("measure")
+    gpu = _load("gpu")
+    rows = [gpu.Row("a", "resnet18", "head", "none", {}, seeds=3), gpu.Row("b", "resnet18", "head", "hflip", {}, seeds=3),
+            gpu.Row("c", "resnet18", "none", "none", {}, epochs=2, seeds=3)]
+    counts = {"train": 100, "val": 20, "test": 50}
+    total, table_rows = gpu.project(rows, {("resnet18", "none", "{}"): 50.0}, {"resnet18": 10.0}, 0.0, counts)
+    features_s = (100 + 20 + 50) / 10.0 + 100 / 10.0  # plain view once, the flipped view once, for all six runs
+    full_s = 3 * (2 * (100 / 50.0 + 20 / 10.0) + 50 / 10.0)
+    assert total == pytest.approx(features_s + full_s)
+    assert [r[4] for r in table_rows] == ["cached features", "cached features", "full network"]
+    assert table_rows[1][-1] == pytest.approx(100 / 10.0 / 60)  # b computes only the flipped view

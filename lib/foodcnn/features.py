@@ -85,11 +85,12 @@ def headless(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def extract(model: nn.Module, split: data.Decoded, device: torch.device, flip: bool = False,
-            batch_size: int = BATCH, progress: bool = False, desc: str = "features") -> torch.Tensor:
+            batch_size: int = BATCH, progress: bool = False, desc: str = "features", amp: bool = False) -> torch.Tensor:
     """Return the frozen backbone's features (the head's input, float32) of every image of a split, in order.
 
     `flip` mirrors every image first (the flipped view of `augment: hflip`). The model is put in eval mode and
     in channels_last format, which is faster for every pretrained model here, on CPU as on CUDA (see BATCH).
+    `amp` on CUDA runs the pass under bf16 autocast, as train.run's forward passes do.
     """
     from tqdm.auto import tqdm
 
@@ -98,7 +99,8 @@ def extract(model: nn.Module, split: data.Decoded, device: torch.device, flip: b
     out = []
     steps = tqdm(data.batches(split, batch_size), total=-(-len(split) // batch_size), desc=desc,
                  disable=not progress, leave=False)
-    with headless(model), torch.inference_mode():
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+    with headless(model), torch.inference_mode(), autocast:
         for x, _ in steps:
             x = transforms.normalise(x.to(device, non_blocking=True), mean, std)
             if flip:
@@ -108,24 +110,26 @@ def extract(model: nn.Module, split: data.Decoded, device: torch.device, flip: b
     return feats.clone()  # a plain tensor: inference-mode tensors cannot be saved for the head's backward
 
 
-def cache_path(cache_dir: str | Path, digest: str, split: data.Decoded, flip: bool, device: torch.device) -> Path:
+def cache_path(cache_dir: str | Path, digest: str, split: data.Decoded, flip: bool, device: torch.device,
+               amp: bool = False) -> Path:
     """Return where the features of (backbone, split, view) computed on this kind of device are kept."""
-    # The device type is part of the key: CUDA kernels (and AMP) round differently from the CPU's.
-    key = hashlib.sha256(f"v{VERSION}|{digest}|{split.key}|flip={flip}|{device.type}".encode()).hexdigest()[:24]
+    # The device type (and AMP on CUDA) is part of the key: CUDA kernels and bf16 round differently from the CPU's.
+    how = f"{device.type}{'+amp' if amp and device.type == 'cuda' else ''}"
+    key = hashlib.sha256(f"v{VERSION}|{digest}|{split.key}|flip={flip}|{how}".encode()).hexdigest()[:24]
     return Path(cache_dir) / "features" / f"{key}.npy"
 
 
 def features(model: nn.Module, split: data.Decoded, device: torch.device, digest: str,
              cache_dir: str | Path | None, flip: bool = False, progress: bool = False,
-             desc: str = "features") -> tuple[torch.Tensor, bool]:
+             desc: str = "features", amp: bool = False) -> tuple[torch.Tensor, bool]:
     """Return (features of the split on `device`, whether they were read from the cache).
 
     The cache is used when `cache_dir` is set and the split came from the decode cache (it has a key). A damaged
     or mismatched entry is computed afresh and replaced; entries are written atomically.
     """
     if cache_dir is None or not split.key:
-        return extract(model, split, device, flip, progress=progress, desc=desc), False
-    path = cache_path(cache_dir, digest, split, flip, device)
+        return extract(model, split, device, flip, progress=progress, desc=desc, amp=amp), False
+    path = cache_path(cache_dir, digest, split, flip, device, amp)
     if path.is_file():
         try:
             arr = np.load(path, allow_pickle=False)
@@ -134,7 +138,7 @@ def features(model: nn.Module, split: data.Decoded, device: torch.device, digest
             return torch.from_numpy(arr).to(device), True
         except (OSError, ValueError, EOFError) as e:
             log.warning("feature cache %s is damaged (%s); computing afresh", path, e)
-    feats = extract(model, split, device, flip, progress=progress, desc=desc)
+    feats = extract(model, split, device, flip, progress=progress, desc=desc, amp=amp)
     remove_temps(path.parent, older_than_s=3600)  # left by a killed write; a live one (another run) is younger
     atomic_save_npy(path, feats.cpu().numpy())
     return feats, False

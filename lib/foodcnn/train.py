@@ -334,7 +334,7 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
         def feats(name: str, flip: bool = False) -> torch.Tensor:
             view = f"{name}{' (flipped)' if flip else ''}"
             x, hit = features.features(model, getattr(loaded, name), device, digest, p.cache_dir, flip,
-                                       p.progress, desc=f"features {view} @{size}px")
+                                       p.progress, desc=f"features {view} @{size}px", amp=p.amp)
             if hit:
                 from_disk.append(view)
             return x
