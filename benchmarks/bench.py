@@ -12,8 +12,9 @@ with the default malloc, as they ran it; ours runs in the other with the library
 time. Warm-up steps (worker start-up, first oneDNN/cuDNN calls, the heap growing to its working size)
 are not timed. "ours" is the library's own code: data.decode (the uint8 cache) -> data.batches ->
 transforms.normalise -> model, driven by train.train_one_epoch; the frozen-backbone rows use
-whole train.run calls (features.features + train.FeatureStream, head-only checkpoints). The source JPEGs are synthetic at Food-101's resolution
-(longest side 512 px, --source-side). No figure is asserted: timings depend on the machine and its load.
+whole train.run calls (features.features + train.FeatureStream, head-only checkpoints). The source JPEGs
+are synthetic at Food-101's resolution (longest side 512 px, --source-side). No figure is asserted:
+timings depend on the machine and its load.
 Measuring tools live in measure.py, the GPU run in gpu.py.
 """
 

@@ -346,7 +346,8 @@ def measure_frozen_run(s: Setup, name: str, epochs: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="foodcnn-bench-run-"))
     try:
         p = params.load(REPO / "params" / f"{FROZEN_ROWS[name]}.yaml", profile="demo", overrides=dict(
-            data_root=str(s.subset.root), classes=list(s.subset.classes), num_classes=len(s.subset.classes), epochs=epochs, patience=epochs, progress=False, pretrained="none",
+            data_root=str(s.subset.root), classes=list(s.subset.classes), num_classes=len(s.subset.classes),
+            epochs=epochs, patience=epochs, progress=False, pretrained="none",
             device=s.device.type, runs_dir=str(tmp / "runs"), cache_dir=str(tmp / "cache")))
         out = {}
         for which in ("cold", "warm"):

@@ -178,7 +178,8 @@ def test_gpu_projection_computes_shared_features_once(monkeypatch):
     _load("reference")
     _load("measure")
     gpu = _load("gpu")
-    rows = [gpu.Row("a", "resnet18", "head", "none", {}, seeds=3), gpu.Row("b", "resnet18", "head", "hflip", {}, seeds=3),
+    rows = [gpu.Row("a", "resnet18", "head", "none", {}, seeds=3),
+            gpu.Row("b", "resnet18", "head", "hflip", {}, seeds=3),
             gpu.Row("c", "resnet18", "none", "none", {}, epochs=2, seeds=3)]
     counts = {"train": 100, "val": 20, "test": 50}
     total, table_rows = gpu.project(rows, {("resnet18", "none", "{}"): 50.0}, {"resnet18": 10.0}, 0.0, counts)
