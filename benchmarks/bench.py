@@ -156,7 +156,7 @@ def frozen_rows(s: Setup, names: list[str], plan: Plan, epochs: int, demo_epochs
         s.split(size)
         with helpers(s) as (rp, op):
             ref = rp.call("measure_reference", name, size, batch, w, k, freeze="head")
-            ref_eval = rp.call("measure_reference_eval", name, size, batch, 1, max(1, min(k, n_val // batch - 1)))
+            ref_eval = rp.call("measure_reference_eval", name, size, batch, 1, max(1, min(k, n_train // batch - 1)))
             feat = op.call("measure_features", name, size, max(features.BATCH, k * batch))
             run = op.call("measure_frozen_run", name, epochs)
             short = op.call("measure_frozen_run", name, demo_epochs)
