@@ -39,7 +39,7 @@ from foodcnn import allocator, data, features, models, train, transforms  # noqa
 from gpu import FAMILIES, catalogue, run_cuda  # noqa: E402
 from measure import (FOOD101_SIDE, FROZEN_ROWS, PAPER_SIZE, REPO, Setup, demo_params,  # noqa: E402
                      describe_machine, geomean, helpers, make_setup,
-                     measure_wide_cpu, paper_epochs, pct, table, truncate)
+                     measure_wide, paper_epochs, pct, table, truncate)
 
 FROZEN = ["resnet18", "vgg16_bn", "efficientnet_lite0"]
 # On 2 CPU cores one vgg16_bn step at 224 px takes ~15 s per 16 images; the CPU run leaves it out.
@@ -202,11 +202,11 @@ def wide_rows(s: Setup, names: list[str]) -> list[list[Any]]:
     """Return ms/image of the wide augmentation with torch's threads as they are and with one thread."""
     rows = []
     for size in sorted({s.demo.replace(model=m).resolved_image_size for m in names} | {PAPER_SIZE}):
-        default = measure_wide_cpu(size, 32, 2)
+        default = measure_wide(size, 32, 2)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            one = measure_wide_cpu(size, 32, 2)
+            one = measure_wide(size, 32, 2)
         finally:
             torch.set_num_threads(threads)
         rows.append([size, 1000 * default, f"{1000 * one:.2f} ({default / one:.1f}x)"])

@@ -11,7 +11,7 @@ import torch
 
 from foodcnn import features, models, params, train
 from measure import (PAPER_SIZE, REPO, make_setup, describe_machine, measure_eval, measure_features, measure_ours,
-                     measure_reference, measure_wide_cpu, patched, pct, table, train_one_epoch_nosync)
+                     measure_reference, measure_wide, patched, pct, table, train_one_epoch_nosync)
 
 FAMILIES = ["baseline", "custom_a", "custom_b", "vgg16_bn", "resnet18", "efficientnet_lite0"]
 
@@ -94,7 +94,7 @@ def project(rows: list[Row], ours_train: dict[tuple, float], ours_eval: dict[str
     """Return the catalogue's projected wall seconds (no early stopping) and a table row per catalogue row.
 
     ours_train: training img/s per (model, freeze, knobs) (the key (model, "none", "{}") is the fallback);
-    ours_eval: validation/test img/s per model, and feature-pass img/s for frozen-backbone models; wide_s: CPU
+    ours_eval: validation/test img/s per model, and feature-pass img/s for frozen-backbone models; wide_s: device
     seconds per image of the `wide` augmentation.
     """
     n_tr, n_va, n_te = counts["train"], counts["val"], counts["test"]
@@ -116,7 +116,7 @@ def project(rows: list[Row], ours_train: dict[tuple, float], ours_eval: dict[str
         tr = ours_train.get(key) or ours_train[(r.model, "none", "{}")]
         t = r.epochs * (n_tr / tr + n_va / ev + (n_tr * wide_s if r.augment == "wide" else 0.0)) + n_te / ev
         total += t * r.seeds
-        prow.append([r.id, r.model, r.freeze, r.augment, "wide aug on CPU" if r.augment == "wide" else "full network",
+        prow.append([r.id, r.model, r.freeze, r.augment, "wide aug" if r.augment == "wide" else "full network",
                      r.seeds, t * r.seeds / 60])
     return total, prow
 
@@ -167,7 +167,8 @@ def run_cuda(args: argparse.Namespace) -> None:
             if r.model not in ours_eval:  # validation/test passes
                 ours_eval[r.model] = measure_eval(s, r.model, r.size, r.batch, w, k, channels_last=True, amp=True,
                                                   knobs=r.knobs)["images_per_s"]
-        wide_s = measure_wide_cpu(size, batch, 1 if quick else 3) if any(r.augment == "wide" for r in rows) else 0.0
+        wide = any(r.augment == "wide" for r in rows)
+        wide_s = measure_wide(size, batch, 1 if quick else 3, device) if wide else 0.0
     finally:
         shutil.rmtree(s.cache_dir, ignore_errors=True)
     total, prow = project(rows, ours_train, ours_eval, wide_s)
@@ -181,5 +182,6 @@ def run_cuda(args: argparse.Namespace) -> None:
     print(f"\n== Projected wall time of the paper catalogue ({len(rows)} rows, up to 25 epochs, no early stopping)")
     print(table(["id", "model", "freeze", "augment", "path", "seeds", "minutes (all seeds)"], prow))
     if wide_s:
-        print(f"`wide` augmentation on the CPU: {1000 * wide_s:.2f} ms per image at {size} px (main process, serial)")
+        print(f"`wide` augmentation on {device}: {1000 * wide_s:.2f} ms per image at {size} px (per image, in the "
+              "training process)")
     print(f"projected_total_hours={total / 3600:.2f}")

@@ -358,15 +358,18 @@ def measure_frozen_run(s: Setup, name: str, epochs: int) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def measure_wide_cpu(size: int, batch: int, steps: int = 3) -> float:
-    """Return seconds per image of the `wide` augmentation (it runs on uint8 CPU batches in the main process)."""
+def measure_wide(size: int, batch: int, steps: int = 3, device: torch.device | str = "cpu") -> float:
+    """Return seconds per image of the `wide` augmentation on uint8 batches on `device` (where train.run applies it)."""
     aug = transforms.make("wide", size)
-    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
+    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
     g = torch.Generator().manual_seed(0)
     aug(x, g)
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     for _ in range(steps):
         aug(x, g)
+    sync()
     return (time.perf_counter() - t0) / (steps * batch)
 
 

@@ -122,8 +122,10 @@ class ImageStream:
 
     def __call__(self, generator: torch.Generator | None, train: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         aug = self.augment if train else None
-        for x, y in data.batches(self.split, self.batch_size, shuffle=train, generator=generator, augment=aug):
-            x = x.to(self.device, non_blocking=True)
+        for x, y in data.batches(self.split, self.batch_size, shuffle=train, generator=generator):
+            x = x.to(self.device, non_blocking=True)  # uint8: a quarter of the float batch's bytes
+            if aug is not None:
+                x = aug(x, generator)  # on the device: the GPU when there is one (issue 5); draws stay on the CPU
             x = transforms.normalise(x, self.mean, self.std).contiguous(memory_format=self.memory_format)
             yield x, y.to(self.device, non_blocking=True)
 

@@ -14,7 +14,7 @@ Augment = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
 
 def hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Return the batch with each image flipped left-right with probability 0.5 (report A's "Ron_flip")."""
-    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
     x = x.clone()
     x[flip] = x[flip].flip(-1)
     return x
@@ -24,7 +24,8 @@ class Wide:
     """Report B's Table 5: RandomResizedCrop, h/v flips, RandomRotation(45), RandomAffine(45), ColorJitter.
 
     Each image of the batch draws its own parameters. torchvision's v2 transforms draw from torch's
-    global generator, so the batch's generator seeds it (keeps runs reproducible and resumable).
+    global (CPU) generator, so the batch's generator seeds it (keeps runs reproducible and resumable).
+    The pixels are transformed where the batch lives: on the GPU when train.ImageStream runs there.
     """
 
     def __init__(self, size: int):
