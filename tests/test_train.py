@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -14,7 +13,7 @@ from foodcnn import checkpoints, runs, train
 
 def test_tiny_run_lowers_loss_and_writes_run_directory(tiny_params):
     p = tiny_params(epochs=4, lr=3e-3)
-    result = train.run(p)
+    train.run(p)
     rdir = runs.run_dir(p)
     for name in (runs.PARAMS, runs.METRICS, runs.RESULT, runs.BEST, runs.PREDICTIONS):
         assert (rdir / name).is_file(), name
