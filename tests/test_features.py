@@ -14,6 +14,22 @@ from foodcnn import checkpoints, features, models, runs, train
 FROZEN = dict(model="resnet18", freeze="head", image_size=32, epochs=2, lr=1e-2)
 
 
+def killed_in_epoch(epoch: int, p, monkeypatch) -> None:
+    """Run p and stand for a kill in the middle of `epoch` (KeyboardInterrupt); later runs train normally."""
+    real, calls = train.train_one_epoch, {"n": 0}
+
+    def dies(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == epoch:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "train_one_epoch", dies)
+        with pytest.raises(KeyboardInterrupt):
+            train.run(p)
+
+
 def test_digest_follows_the_backbone_not_the_head():
     torch.manual_seed(0)
     model = models.build("resnet18", num_classes=4, pretrained="none", freeze="head")
@@ -73,22 +89,11 @@ def test_frozen_run_checkpoints_its_head_and_resumes_exactly(tiny_params, monkey
     root = str(tiny_params().runs_dir)
     full = train.run(tiny_params(runs_dir=root + "/full", **{**FROZEN, "epochs": 3}))
     p = tiny_params(runs_dir=root + "/cut", **{**FROZEN, "epochs": 3})
-    real, calls = train.train_one_epoch, {"n": 0}
-
-    def dies_in_epoch_3(*a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-
-    monkeypatch.setattr(train, "train_one_epoch", dies_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        train.run(p)
+    killed_in_epoch(3, p, monkeypatch)
     rdir = runs.run_dir(p)
     last = checkpoints.load(rdir / runs.LAST)
     assert last["epoch"] == 2 and set(last["model"]) == {"fc.weight", "fc.bias"}  # kilobytes, not ResNet18's 45 MB
     assert set(last["best_head"]) == {"fc.weight", "fc.bias"} and not (rdir / runs.BEST).exists()
-    monkeypatch.setattr(train, "train_one_epoch", real)
     resumed = train.run(p, resume=True)
     assert resumed["resumed_from_epoch"] == 2
     for key in ("train_loss", "val_loss", "test_loss", "test_acc", "best_epoch"):
@@ -102,21 +107,10 @@ def test_frozen_run_checkpoints_its_head_and_resumes_exactly(tiny_params, monkey
 def test_resume_over_another_backbone_starts_afresh(tiny_params, monkeypatch, caplog):
     monkeypatch.setattr(train, "HEAD_CHECKPOINT_EVERY_S", 0.0)
     p = tiny_params(**{**FROZEN, "epochs": 3})
-    real, calls = train.train_one_epoch, {"n": 0}
-
-    def dies_in_epoch_2(*a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-
-    monkeypatch.setattr(train, "train_one_epoch", dies_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        train.run(p)
+    killed_in_epoch(2, p, monkeypatch)
     last_path = runs.run_dir(p) / runs.LAST
     state = checkpoints.load(last_path)
     checkpoints.save(last_path, **{**{k: v for k, v in state.items() if k != "format"}, "backbone": "0" * 24})
-    monkeypatch.setattr(train, "train_one_epoch", real)
     with caplog.at_level(logging.WARNING, logger="foodcnn.train"):
         result = train.run(p, resume=True)
     assert result["resumed_from_epoch"] is None and result["epochs_run"] == 3
