@@ -401,17 +401,14 @@ def batches(
     batch_size: int,
     shuffle: bool = False,
     generator: torch.Generator | None = None,
-    augment: "object | None" = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 images (B,3,S,S), labels) batches; `augment` maps a uint8 batch to an augmented one."""
+    """Yield (uint8 images (B,3,S,S), labels) batches (train.ImageStream augments them on the model's device)."""
     n = len(data)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size].numpy()
         x = torch.from_numpy(np.ascontiguousarray(data.images[idx]))
         y = torch.from_numpy(data.labels[idx])
-        if augment is not None:
-            x = augment(x, generator)
         yield x, y
 
 
