@@ -87,3 +87,31 @@ def test_fingerprint_ignores_where_but_not_what():
     assert a.fingerprint() == a.replace(runs_dir="/elsewhere", progress=False).fingerprint()
     assert a.fingerprint() != a.replace(lr=2e-3).fingerprint()
     assert a.fingerprint() != a.replace(seed=1).fingerprint()
+
+
+def test_profile_by_model_scales_one_family(tmp_path):
+    (tmp_path / "profiles").mkdir()
+    write(tmp_path / "profiles" / "cpu.yaml",
+          "epochs: 6\nmax_train_per_class: 100\nby_model: {custom_b: {epochs: 3, max_train_per_class: 40}}\n")
+    b = write(tmp_path / "b_custom5.yaml", "model: custom_b\n")
+    a = write(tmp_path / "a_baseline.yaml", "model: baseline\n")
+    p = params.load(b, profile="cpu")
+    assert (p.epochs, p.max_train_per_class) == (3, 40)
+    assert (params.load(a, profile="cpu").epochs, params.load(a, profile="cpu").max_train_per_class) == (6, 100)
+    assert params.load(b, profile="cpu", overrides={"epochs": 1}).epochs == 1  # the command line still wins
+
+
+@pytest.mark.parametrize("section, message", [
+    ("{custom_c: {epochs: 3}}", "Did you mean 'custom_b'"),
+    ("{custom_b: {epoch: 3}}", "Did you mean 'epochs'"),
+    ("{custom_b: {epochs: 0}}", "'epochs': must be > 0"),
+    ("{custom_b: 3}", "by_model.custom_b"),
+    ("{custom_b: {model: baseline}}", "cannot change the model"),
+])
+def test_profile_by_model_errors_name_file_and_key(tmp_path, section, message):
+    (tmp_path / "profiles").mkdir()
+    write(tmp_path / "profiles" / "cpu.yaml", f"by_model: {section}\n")
+    exp = write(tmp_path / "b_custom5.yaml", "model: custom_b\n")
+    with pytest.raises(params.ParamsError, match=message) as e:
+        params.load(exp, profile="cpu")
+    assert "cpu.yaml" in str(e.value)

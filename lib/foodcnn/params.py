@@ -271,6 +271,31 @@ def profile_path(profile: str, params_dir: str | Path = "params") -> Path:
     return path
 
 
+# A profile may scale each model family on its own (a CPU budget is spent where the arithmetic is):
+# `by_model: {custom_b: {max_train_per_class: 60, epochs: 3}}` applies to every row of that model,
+# after the profile's own keys and before command-line overrides.
+BY_MODEL = "by_model"
+
+
+def _by_model(section: Any, source: str) -> dict[str, dict[str, Any]]:
+    """Return a profile's per-model overlays, checked: registered model names, known keys, valid values."""
+    from . import models
+
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping):
+        raise ParamsError(f"{source}: key '{BY_MODEL}': expected a mapping of model: {{key: value}}, "
+                          f"got {section!r}")
+    for name, keys in section.items():
+        _choice(source, f"{BY_MODEL}.{name}", name, models.names())
+        if not isinstance(keys, Mapping):
+            raise ParamsError(f"{source}: key '{BY_MODEL}.{name}': expected a mapping of key: value, got {keys!r}")
+        if "model" in keys:
+            raise ParamsError(f"{source}: key '{BY_MODEL}.{name}.model': a per-model overlay cannot change the model")
+        from_mapping({**keys, "model": name}, source=f"{source} ({BY_MODEL}.{name})")  # unknown keys, bad values
+    return {str(k): dict(v) for k, v in section.items()}
+
+
 def load(
     path: str | Path,
     profile: str | None = None,
@@ -287,10 +312,12 @@ def load(
     if profile:
         ppath = profile_path(profile, params_dir or path.parent)
         prof = read_yaml(ppath)
+        by_model = _by_model(prof.pop(BY_MODEL, None), source=str(ppath))
         for key in prof:
             if key not in FIELDS:
                 from_mapping({key: prof[key]}, source=str(ppath))  # raises with did-you-mean
         merged.update(prof)
+        merged.update(by_model.get(merged.get("model", FIELDS["model"].default), {}))
         merged["profile"] = Path(profile).stem
     if overrides:
         merged.update(overrides)
