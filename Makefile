@@ -7,6 +7,9 @@ STAMP  := $(VENV)/.foodcnn-installed
 PROFILE ?= demo
 # notebooks at a time (each kernel gets cores/JOBS threads); on 2 cores 2 jobs gained nothing: 1
 JOBS    ?= 1
+# a Food-101 tree to run on instead of the generated one (e.g. DATA=../shared/realfood64/food-101)
+DATA    ?=
+DATA_SET := $(if $(DATA),--set data_root=$(abspath $(DATA)))
 
 .PHONY: setup report test bench data lab clean clean-runs
 
@@ -21,8 +24,8 @@ setup: $(STAMP)  ## virtual environment with pinned torch 2.14.1 / torchvision 0
 data: setup  ## the embedded synthetic dataset in the Food-101 layout (data/food-101)
 	$(PY) -m foodcnn data synth --out data
 
-report: data  ## every catalogue row through papermill, then the report in reports/ (it lists failed rows too)
-	$(PY) -m foodcnn batch --profile $(PROFILE) --jobs $(JOBS); status=$$?; \
+report: $(if $(DATA),setup,data)  ## every catalogue row through papermill, then the report in reports/ (it lists failed rows too)
+	$(PY) -m foodcnn batch --profile $(PROFILE) --jobs $(JOBS) $(DATA_SET); status=$$?; \
 	$(PY) -m foodcnn report --profile $(PROFILE) && exit $$status
 
 test: setup  ## the test suite (no network, no GPU; builds its own tiny data)
