@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from foodcnn import features, models, params, train
+from schedule import projection
 from measure import (PAPER_SIZE, REPO, make_setup, describe_machine, measure_eval, measure_features, measure_ours,
                      measure_reference, measure_wide, patched, pct, table, train_one_epoch_nosync)
 
@@ -185,3 +186,17 @@ def run_cuda(args: argparse.Namespace) -> None:
         print(f"`wide` augmentation on {device}: {1000 * wide_s:.2f} ms per image at {size} px (per image, in the "
               "training process)")
     print(f"projected_total_hours={total / 3600:.2f}")
+    print_gpu_projection(prow)
+
+
+def print_gpu_projection(prow: list[list]) -> None:
+    """Print the catalogue's wall time on 1, 2, 4 and 8 GPUs (one run per GPU, longest run first)."""
+    # A row's cached features are paid by its first seed's run; other rows cost the same for every seed.
+    costs = [(minutes * 60 if k == 0 else 0.0) if path == "cached features" else minutes * 60 / seeds
+             for _, _, _, _, path, seeds, minutes in prow for k in range(seeds)]
+    rows = projection(costs)
+    print(f"\n== The catalogue on N GPUs ({len(costs)} runs, each on one GPU, longest first; `batch` runs them in "
+          "catalogue order, which may take longer)")
+    print(table(["GPUs", "wall minutes", "lower bound: max(sum / N, longest run)", "GPUs busy"],
+                [[n, wall / 60, bound / 60, pct(eff)] for n, wall, bound, eff in rows]))
+    print(" ".join(f"projected_minutes_{n}gpu={wall / 60:.1f}" for n, wall, _, _ in rows))
