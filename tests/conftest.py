@@ -65,3 +65,40 @@ def tiny_params(tiny_synth, tmp_path):
         return params.from_mapping(base, source="<test>")
 
     return make
+
+
+# A stand-in for a catalogue notebook that records what its kernel was given instead of training. Runs that start
+# wait (up to 2 minutes) until two have started, so the first two of a batch provably run at the same time.
+# The run with id "victim" records its parent process (the one running papermill) and sleeps until killed.
+PROBE_SOURCE = '''
+import json, os, time
+from pathlib import Path
+
+rdir = Path(runs_dir) / (profile or "adhoc") / id / f"seed{seed}"
+gate = Path(runs_dir) / "started"
+gate.mkdir(exist_ok=True)
+(gate / id).write_text(str(time.time()))
+seen = {"gpu": os.environ.get("CUDA_VISIBLE_DEVICES"), "omp": os.environ.get("OMP_NUM_THREADS"), "start": time.time()}
+if id == "victim":
+    (Path(runs_dir) / "victim.json").write_text(json.dumps({**seen, "parent": os.getppid()}))
+    time.sleep(600)
+deadline = time.time() + 120
+while len(list(gate.iterdir())) < 2 and time.time() < deadline:
+    time.sleep(0.1)
+seen["saw_started"] = sorted(f.name for f in gate.iterdir())
+(rdir / "result.json").write_text(json.dumps({"status": "ok", **seen, "end": time.time()}))
+'''
+
+
+def write_probe_notebook(path: Path) -> Path:
+    """Write the probe notebook (a `parameters` cell, then PROBE_SOURCE) to `path` and return it."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params_cell = nbformat.v4.new_code_cell("runs_dir = ''\nprofile = ''\nid = ''\nseed = 0")
+    params_cell.metadata["tags"] = ["parameters"]
+    nb.cells = [params_cell, nbformat.v4.new_code_cell(PROBE_SOURCE)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path

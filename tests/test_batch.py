@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -80,3 +81,53 @@ def test_seeds_expand_into_runs(tmp_path):
     jobs = batch.plan("", params_dir=pdir, notebooks_dir=ROOT / "notebooks")
     assert [j.params.seed for j in jobs] == [0, 3]
     assert jobs[0].run_dir != jobs[1].run_dir
+
+
+def test_each_kernel_gets_its_own_gpu_and_a_share_of_the_cores(tiny_params, tmp_path, monkeypatch):
+    import json
+
+    import torch
+
+    from conftest import write_probe_notebook
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # a machine with two GPUs
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    nb = write_probe_notebook(tmp_path / "probe.ipynb")
+    jobs = [batch.Job(tiny_params(id=rid), Path("probe.yaml"), nb) for rid in ("a", "b", "c")]
+    executor = batch.Threads()
+    assert executor.workers == 2  # one run per GPU by default
+
+    outcomes = batch.run_batch(jobs, progress=False, executor=executor)
+    assert [o.status for o in outcomes] == ["ok", "ok", "ok"]
+    seen = {o.job.params.id: json.loads((o.job.run_dir / runs.RESULT).read_text()) for o in outcomes}
+    first_two = [rid for rid in seen if len(seen[rid]["saw_started"]) == 2 and rid in seen[rid]["saw_started"]][:2]
+    assert len(first_two) == 2  # they waited for each other: both kernels ran at once
+    assert {seen[r]["gpu"] for r in first_two} == {"0", "1"}  # ... each on its own GPU
+    assert all(s["gpu"] in ("0", "1") for s in seen.values())  # the third got the GPU a finished run gave back
+    assert all(o.gpu == seen[o.job.params.id]["gpu"] for o in outcomes)  # the outcome says which
+    assert {s["omp"] for s in seen.values()} == {str(max(1, (os.cpu_count() or 1) // 2))}
+
+
+def test_without_gpus_nothing_is_pinned_and_jobs_overrides(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    plain = batch.Threads()
+    assert plain.workers == 1 and plain.kernel_env(batch.GpuPool(plain.gpus).acquire()) == {}
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1,GPU-5e1f")  # the user's selection is what kernels are given
+    assert batch.visible_gpus() == ["3", "1", "GPU-5e1f"]  # (torch counts 4 on this fake machine: the list wins)
+    assert batch.Threads(workers=1).workers == 1
+
+
+def test_a_gpu_goes_to_the_next_run_only_once_its_run_ended():
+    pool = batch.GpuPool(["0", "1"])
+    a, b = pool.acquire(), pool.acquire()
+    assert {a, b} == {"0", "1"}
+    assert pool.acquire() in ("0", "1")  # more runs than GPUs (--jobs 3): the least busy one is shared
+    pool.release(a)
+    pool.release(b)
+    assert pool.acquire() == b  # b's GPU now carries nobody, a's still one run
