@@ -5,8 +5,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.foodcnn-installed
 PROFILE ?= demo
-# notebooks at a time (each kernel gets cores/JOBS threads); on 2 cores 2 jobs gained nothing: 1
-JOBS    ?= 1
+# notebooks at a time (each kernel gets cores/JOBS threads); empty: one per visible GPU, 1 without
+JOBS    ?=
 # a Food-101 tree to run on instead of the generated one (e.g. DATA=../shared/realfood64/food-101)
 DATA    ?=
 DATA_SET := $(if $(DATA),--set data_root=$(abspath $(DATA)))
@@ -16,7 +16,7 @@ DATA_SET := $(if $(DATA),--set data_root=$(abspath $(DATA)))
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,ray]"
 	touch $(STAMP)
 
 setup: $(STAMP)  ## virtual environment with pinned torch 2.14.1 / torchvision 0.29.1 and the project
@@ -25,7 +25,7 @@ data: setup  ## the embedded synthetic dataset in the Food-101 layout (data/food
 	$(PY) -m foodcnn data synth --out data
 
 report: $(if $(DATA),setup,data)  ## every catalogue row through papermill, then the report in reports/ (it lists failed rows too)
-	$(PY) -m foodcnn batch --profile $(PROFILE) --jobs $(JOBS) $(DATA_SET); status=$$?; \
+	$(PY) -m foodcnn batch --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS)) $(DATA_SET); status=$$?; \
 	$(PY) -m foodcnn report --profile $(PROFILE) && exit $$status
 
 test: setup  ## the test suite (no network, no GPU; builds its own tiny data)

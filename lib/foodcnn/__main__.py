@@ -52,9 +52,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result["status"] == "ok" else 3
 
 
+def _executor(args: argparse.Namespace):
+    """Return the batch's executor (threads on this machine, or Ray), or a usage error as a string."""
+    from . import batch
+
+    if args.executor == "thread":
+        return "--ray-address needs --executor ray" if args.ray_address else batch.Threads(args.jobs)
+    if args.jobs:
+        return "--jobs is for --executor thread; Ray runs as many at a time as the cluster's GPUs (or nodes) allow"
+    from . import cluster
+
+    try:
+        cluster.import_ray()
+    except ImportError as e:
+        return str(e)
+    return cluster.Ray(args.ray_address)
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from . import batch
 
+    executor = _executor(args)
+    if isinstance(executor, str):
+        print(f"error: {executor}", file=sys.stderr)
+        return 2
     jobs = batch.plan(args.profile, args.ids, params_dir=args.params_dir, notebooks_dir=args.notebooks_dir,
                       overrides=_overrides(args.set))
     print(f"{len(jobs)} run(s) planned for profile {args.profile}")
@@ -63,7 +84,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if not args.verbose:  # papermill logs three INFO lines per notebook; the bar and one line per run say enough
         logging.getLogger("papermill").setLevel(logging.WARNING)
     with logging_redirect_tqdm():  # log lines print above the progress bar instead of breaking it
-        outcomes = batch.run_batch(jobs, progress=not args.quiet, rerun=args.rerun, workers=args.jobs)
+        outcomes = batch.run_batch(jobs, progress=not args.quiet, rerun=args.rerun, executor=executor)
     print(batch.summary(outcomes))
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
@@ -108,8 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--profile", default="demo", help="profile overlay (default: demo)")
     b.add_argument("--rerun", action="store_true", help="run again even when a finished run has the same parameters")
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter in every row")
-    b.add_argument("-j", "--jobs", type=int, default=1,
-                   help="notebooks run at a time, each kernel with an equal share of the CPU threads (default: 1)")
+    b.add_argument("-j", "--jobs", type=int, default=None,
+                   help="notebooks run at a time, each kernel with an equal share of the CPU threads and, while there "
+                        "are GPUs enough, a GPU of its own (default: one per visible GPU, 1 without)")
+    b.add_argument("--executor", choices=["thread", "ray"], default="thread",
+                   help="thread: kernels on this machine; ray: one Ray task per run, a GPU each (pip install -e .[ray])")
+    b.add_argument("--ray-address", metavar="ADDRESS",
+                   help="join this Ray cluster (e.g. auto, or ray://head:10001); default: start a local Ray instance")
     b.add_argument("--params-dir", default="params")
     b.add_argument("--notebooks-dir", default="notebooks")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
