@@ -54,12 +54,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _executor(args: argparse.Namespace):
     """Return the batch's executor (threads on this machine, or Ray), or a usage error as a string."""
-    from . import batch
-
-    if args.executor == "thread":
-        return "--ray-address needs --executor ray" if args.ray_address else batch.Threads(args.jobs)
-    if args.jobs:
+    if args.executor == "thread" and args.ray_address:
+        return "--ray-address needs --executor ray"
+    if args.executor == "ray" and args.jobs:
         return "--jobs is for --executor thread; Ray runs as many at a time as the cluster's GPUs (or nodes) allow"
+    if args.executor == "thread":
+        from . import batch
+
+        return batch.Threads(args.jobs)
     from . import cluster
 
     try:
