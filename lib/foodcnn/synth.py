@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 log = logging.getLogger(__name__)
 
 SYNTH_MARKER = "SYNTHETIC"
+CLASS_PREFIX = "synthetic_"  # every synthetic class name starts with it, so a run's class list says so too
 # Bump when the drawing recipe changes so cached trees are regenerated.
 GENERATOR_VERSION = 1
 
@@ -42,7 +44,7 @@ def class_names(num_classes: int = 20) -> list[str]:
     """Return the sorted synthetic class names for the first num_classes Food-101 classes."""
     if not 1 <= num_classes <= len(FOOD101_NAMES):
         raise ValueError(f"num_classes must be in 1..{len(FOOD101_NAMES)}, got {num_classes}")
-    return sorted(f"synthetic_{name}" for name in FOOD101_NAMES[:num_classes])
+    return sorted(f"{CLASS_PREFIX}{name}" for name in FOOD101_NAMES[:num_classes])
 
 
 def class_recipe(index: int) -> tuple[str, float]:
@@ -175,6 +177,11 @@ def render(class_index: int, size: tuple[int, int], rng: np.random.Generator) ->
 def is_synthetic(food101_root: str | Path) -> bool:
     """Return True if food101_root holds a tree written by this module (it has meta/SYNTHETIC)."""
     return (Path(food101_root) / "meta" / SYNTH_MARKER).is_file()
+
+
+def names_synthetic(classes: Iterable[str]) -> bool:
+    """Return True if any of these class names is one this module writes (a synthetic tree without its marker)."""
+    return any(str(c).startswith(CLASS_PREFIX) for c in classes)
 
 
 def _read_settings(food101_root: Path) -> dict | None:
