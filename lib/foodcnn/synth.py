@@ -184,7 +184,8 @@ def names_synthetic(classes: Iterable[str]) -> bool:
     return any(str(c).startswith(CLASS_PREFIX) for c in classes)
 
 
-def _read_settings(food101_root: Path) -> dict | None:
+def read_settings(food101_root: Path) -> dict | None:
+    """Return the generator settings a synthetic tree records in meta/SYNTHETIC, or None (not one, or unreadable)."""
     try:
         return json.loads((food101_root / "meta" / SYNTH_MARKER).read_text())["settings"]
     except (OSError, ValueError, KeyError):
@@ -192,7 +193,7 @@ def _read_settings(food101_root: Path) -> dict | None:
 
 
 def _is_complete(root: Path, settings: dict) -> bool:
-    if _read_settings(root) != settings:
+    if read_settings(root) != settings:
         return False
     expected = settings["num_classes"] * (settings["train_per_class"] + settings["test_per_class"])
     return sum(1 for _ in (root / "images").glob("*/*.jpg")) == expected
