@@ -57,11 +57,6 @@ class Study:
         """Return True when any run used the synthetic dataset."""
         return bool(len(self.results)) and bool((self.results["data_kind"] == stats.SYNTHETIC).any())
 
-    @property
-    def real(self) -> bool:
-        """Return True when every run recorded real photos (so verdicts can be drawn from all of them)."""
-        return bool(len(self.results)) and bool((self.results["data_kind"] == stats.REAL).all())
-
 
 def collect(runs_dir: str | Path = "runs", profile: str = "demo", params_dir: str | Path = "params") -> Study:
     """Return the Study of `runs_dir/profile`: results, curves and per-image predictions of every run."""
@@ -151,7 +146,7 @@ def scales(study: Study) -> dict[str, str]:
             for rid, g in study.results.groupby("id", sort=False)}
 
 
-def chance_text(chance: float, p: float, at_chance: bool) -> str:
+def chance_text(p: float, at_chance: bool) -> str:
     """Return a row's chance cell: "above" or "⚠ at chance (p 0.41)" (exact binomial test against 1/classes)."""
     if pd.isna(p):
         return "—"
@@ -170,7 +165,7 @@ def table(study: Study, report: str) -> pd.DataFrame:
             "id": rid, "change": g["change"].iloc[0],
             "train %": g["train_acc"].map(_pct).mean(), "val %": g["val_acc"].map(_pct).mean(),
             "test %": g["test_acc"].map(_pct).mean(), "test ± sd": _pm(g["test_acc"].map(_pct)),
-            "vs chance": chance_text(*chance.loc[rid, ["chance", "chance_p", "at_chance"]]),
+            "vs chance": chance_text(*chance.loc[rid, ["chance_p", "at_chance"]]),
             "test loss": g["test_loss"].astype(float).mean(),
             "published train %": pub["train_acc"] if pub is not None else np.nan,
             "published val %": pub["val_acc"] if pub is not None else np.nan,
