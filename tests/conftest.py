@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,14 @@ def write_food101(root: Path, classes: list[str], n_train: int, n_test: int, siz
         if txt_meta:
             (base / "meta" / f"{split}.txt").write_text("\n".join(k for v in d.values() for k in v) + "\n")
     return base
+
+
+def verdict_cells(html: str) -> list[str]:
+    """Return the cells of every "verdict" column of the pandas-styled tables in an HTML page."""
+    cells = []
+    for table, col in re.findall(r'id="(T_\w+?)_level0_col(\d+)"[^>]*>verdict</th>', html):
+        cells += re.findall(rf'id="{table}_row\d+_col{col}"[^>]*>([^<]*)</td>', html)
+    return [c.strip() for c in cells]
 
 
 @pytest.fixture(scope="session")

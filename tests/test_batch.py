@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import verdict_cells
 
 from foodcnn import batch, params, report, runs
 
@@ -59,6 +60,9 @@ def test_batch_runs_rows_records_failure_resumes_and_reports(study_dirs, tmp_pat
     assert "published test %" in html and "Δ test (pp)" in html  # measured beside published
     assert "b_custom3" in html and "46.92" in html  # a row and its published test accuracy
     assert "Synthetic data" in html  # the banner
+    verdicts = verdict_cells(html)  # synthetic runs: the claims and the ablation are pipeline checks, not verdicts
+    assert "pipeline check (synthetic)" in verdicts and not {"supported", "refuted", "better", "worse"} & set(verdicts)
+    assert "750/class · 224 px" in html  # the reports' scale beside each row's
     assert "x_broken" in html  # the failed row is listed
     assert "report.collect(" not in html and "from foodcnn import" not in html  # no code cells
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+from conftest import verdict_cells
 from foodcnn import report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,3 +31,78 @@ def test_rows_follow_the_reports_catalogue_order(tmp_path):
                                          "a_resnet18_ron_flip", "b_custom1", "x_effnet_ft"]
     assert list(report.table(study, "A")["id"]) == ["a_baseline", "a_d_lr", "a_new_arc", "a_vgg16_3x",
                                                    "a_vgg16_new_lr", "a_resnet18_ron_flip"]
+
+
+CLASSES = [f"class_{i:02d}" for i in range(20)]
+
+
+def _run_with_predictions(runs_dir: Path, rid: str, parent: str | None, right: int, synthetic: bool,
+                          epochs_run: int = 2, seed: int = 0) -> None:
+    """A finished run of 100 test images (5 per class) that gets the first `right` of them right."""
+    import numpy as np
+
+    rdir = runs_dir / "demo" / rid / f"seed{seed}"
+    rdir.mkdir(parents=True)
+    (rdir / "params.yaml").write_text(f"id: {rid}\nseed: {seed}\nreport: {rid[0].upper()}\nmodel: baseline\n"
+                                      f"parent: {parent or 'null'}\nchange: a change\nepochs: 25\n")
+    classes = [f"synthetic_{c}" for c in CLASSES] if synthetic else CLASSES
+    data = {"synthetic": synthetic, "classes": classes, "counts": {"train": 240, "val": 60, "test": 100}}
+    (rdir / "result.json").write_text(json.dumps({
+        "status": "ok", "model": "baseline", "test_acc": right / 100, "image_size": 37, "epochs_run": epochs_run,
+        "data": data}))
+    y = np.repeat(np.arange(20), 5)
+    pred = np.where(np.arange(100) < right, y, (y + 1) % 20)
+    np.savez(rdir / "predictions.npz", keys=np.array([f"k{i}" for i in range(100)]), y_true=y, y_pred=pred)
+
+
+def _pair_study(tmp_path: Path, synthetic: bool) -> report.Study:
+    # b_custom3 (an extra pool) clearly beats b_baseline: real runs would support report B's claim.
+    _run_with_predictions(tmp_path / "runs", "b_baseline", None, 5, synthetic)
+    _run_with_predictions(tmp_path / "runs", "b_custom3", "b_baseline", 60, synthetic, epochs_run=7)
+    return report.collect(tmp_path / "runs", "demo", ROOT / "params")
+
+
+def test_synthetic_runs_get_pipeline_checks_not_verdicts(tmp_path):
+    study = _pair_study(tmp_path, synthetic=True)
+    claims = report.claims_table(study)
+    assert claims.data.set_index("child").loc["b_custom3", "verdict"] == "pipeline check (synthetic)"
+    assert claims.data.set_index("child").loc["b_custom3", "McNemar p"] < 1e-6  # the statistics are still shown
+    ablation = report.ablation_table(study)
+    assert list(ablation.data["verdict"]) == ["pipeline check (synthetic)"]
+    for styler in (claims, ablation):
+        cells = verdict_cells(styler.to_html())
+        assert len(cells) == len(styler.data) and not {"supported", "refuted", "better", "worse"} & set(cells)
+    assert "Pipeline check on synthetic data" in report.ablation_figure(study).axes[0].get_title()
+    overview = report.claims_overview(study)
+    assert "pipeline check" in overview and "synthetic dataset" in overview
+    assert not re.search(r"supported|refuted|cannot tell", overview)
+
+
+def test_real_runs_get_verdicts(tmp_path):
+    study = _pair_study(tmp_path, synthetic=False)
+    claims = report.claims_table(study).data.set_index("child")
+    assert claims.loc["b_custom3", "verdict"] == "supported"
+    assert list(report.ablation_table(study).data["verdict"]) == ["better"]
+    assert "supported" in verdict_cells(report.claims_table(study).to_html())
+    assert "Pipeline check" not in report.ablation_figure(study).axes[0].get_title()
+    assert report.claims_overview(study).startswith("Claims: **1** supported")
+
+
+def test_tables_give_each_rows_scale_and_flag_chance_level_rows(tmp_path):
+    study = _pair_study(tmp_path, synthetic=False)
+    t = report.table(study, "B").set_index("id")
+    assert t.loc["b_baseline", "scale"] == "15/class · 37 px · 2/25 ep"
+    assert t.loc["b_custom3", "scale"] == "15/class · 37 px · 7/25 ep"
+    # 5 of 100 right with 20 classes is guessing; 60 of 100 is not
+    assert t.loc["b_baseline", "vs chance"].startswith("⚠ at chance")
+    assert t.loc["b_custom3", "vs chance"] == "above"
+    html = report.styled(report.table(study, "B")).to_html()
+    assert "750/class · 224 px · up to 25 ep" in html  # the reports' scale beside ours
+    claims = report.claims_table(study).data.set_index("child")
+    assert claims.loc["b_custom3", "scale"] == "15/class · 37 px · 7/25 ep; 15/class · 37 px · 2/25 ep"
+    assert "scale" in report.cost_table(study).columns and "scale" in report.seed_table(study).data.columns
+
+
+def test_scale_text_shows_a_range_of_epochs_over_seeds():
+    assert report.scale_text(400, 64, [3, 5, 4], 12) == "400/class · 64 px · 3–5/12 ep"
+    assert report.scale_text(None, 64, [], None) == "?/class · 64 px · ?/? ep"

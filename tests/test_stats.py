@@ -192,8 +192,10 @@ def test_verdict_needs_both_interval_and_p():
 # --------------------------------------------------------------------------- tables
 
 
-def _results(rows):
-    return pd.DataFrame(rows, columns=["id", "seed", "train_acc", "val_acc", "test_acc", "test_loss", "parent"])
+def _results(rows, data_kind: str = stats.REAL):
+    df = pd.DataFrame(rows, columns=["id", "seed", "train_acc", "val_acc", "test_acc", "test_loss", "parent"])
+    df["data_kind"] = data_kind
+    return df
 
 
 def test_seed_summary_mean_and_std():
@@ -303,3 +305,103 @@ def test_claim_ids_are_catalogue_params_files():
         pytest.skip("no experiment params files yet")
     missing = {i for c in stats.CLAIMS for i in (c.child, c.parent)} - known
     assert not missing, f"claims name ids with no params file: {sorted(missing)}"
+
+
+# --------------------------------------------------------------------------- verdicts only from real data
+
+
+def test_data_kind_reads_the_runs_recorded_provenance():
+    assert stats.data_kind({"synthetic": True, "classes": ["synthetic_apple_pie"]}) == stats.SYNTHETIC
+    # a synthetic tree that lost its meta/SYNTHETIC marker still names its classes synthetic_*
+    assert stats.data_kind({"synthetic": False, "classes": ["apple_pie", "synthetic_baklava"]}) == stats.SYNTHETIC
+    assert stats.data_kind({"synthetic": False, "classes": ["apple_pie", "baklava"]}) == stats.REAL
+    assert stats.data_kind({}) == stats.UNKNOWN and stats.data_kind(None) == stats.UNKNOWN
+
+
+def _study_with_kinds(kinds: dict[tuple[str, int], str]):
+    """_fabricated_study with the data kind of some runs (id, seed) changed."""
+    results, preds = _fabricated_study()
+    for (exp_id, seed), kind in kinds.items():
+        results.loc[(results["id"] == exp_id) & (results["seed"] == seed), "data_kind"] = kind
+    return results, preds
+
+
+def test_synthetic_runs_get_a_pipeline_check_not_a_verdict():
+    results, preds = _study_with_kinds({("better", 0): stats.SYNTHETIC, ("better", 1): stats.SYNTHETIC})
+    t = stats.ablation_table(results, preds, n_boot=200).set_index("id")
+    assert t.loc["better", "verdict"] == "pipeline check (synthetic)"
+    assert t.loc["better", "delta_pp"] == pytest.approx(30.0) and t.loc["better", "p_value"] < 1e-6  # still computed
+    assert t.loc["worse", "verdict"] == "worse"  # both sides real: judged as before
+
+
+def test_one_synthetic_seed_or_parent_takes_the_verdict_away():
+    # A mix never yields a verdict from synthetic runs: one synthetic seed of the child, or a synthetic
+    # parent (which every comparison against it shares), is enough.
+    results, preds = _study_with_kinds({("worse", 1): stats.SYNTHETIC})
+    t = stats.ablation_table(results, preds, n_boot=200).set_index("id")
+    assert t.loc["worse", "verdict"] == "pipeline check (synthetic)"
+    assert t.loc["better", "verdict"] == "better"
+    results, preds = _study_with_kinds({("base", 0): stats.SYNTHETIC})
+    t = stats.ablation_table(results, preds, n_boot=200)
+    assert set(t["verdict"]) == {"pipeline check (synthetic)"}
+
+
+def test_runs_without_recorded_data_get_no_verdict():
+    results, preds = _study_with_kinds({("better", 0): stats.UNKNOWN})
+    t = stats.ablation_table(results, preds, n_boot=200).set_index("id")
+    assert t.loc["better", "verdict"] == "no verdict (data not recorded)"
+    results, preds = _fabricated_study()
+    t = stats.ablation_table(results.drop(columns="data_kind"), preds, n_boot=200)
+    assert set(t["verdict"]) == {"no verdict (data not recorded)"}
+
+
+def test_claims_on_synthetic_data_are_pipeline_checks():
+    claims = [Claim("fixes", "B", "fixing errors helps", "better", "base", "better"),
+              Claim("wrong_way", "B", "breaking things helps", "worse", "base", "better"),
+              Claim("same", "A", "an identical change makes no difference", "same", "base", "no difference"),
+              Claim("missing", "A", "an unrun change helps", "better", "never_run", "better")]
+    results, preds = _fabricated_study()
+    results["data_kind"] = stats.SYNTHETIC
+    t = stats.claims_table(results, preds, claims=claims, n_boot=200).set_index("key")
+    assert t["verdict"].to_dict() == {"fixes": "pipeline check (synthetic)", "wrong_way": "pipeline check (synthetic)",
+                                      "same": "pipeline check (synthetic)", "missing": "not run"}
+    assert t.loc["fixes", "delta"].startswith("+30.00 pp [") and t.loc["fixes", "p_value"] < 1e-6
+    real = stats.claims_table(results.assign(data_kind=stats.REAL), preds, claims=claims, n_boot=200)
+    assert list(real["verdict"]) == ["supported", "refuted", "supported", "not run"]
+
+
+# --------------------------------------------------------------------------- chance
+
+
+def test_above_chance_p_is_the_exact_binomial_tail():
+    # P(X >= k) for X ~ Binomial(n, 1/classes), summed by hand.
+    def tail(k, n, q):
+        return sum(math.comb(n, j) * q**j * (1 - q) ** (n - j) for j in range(k, n + 1))
+
+    assert stats.above_chance_p(3, 3, 4) == pytest.approx(1 / 64)
+    assert stats.above_chance_p(9, 100, 20) == pytest.approx(tail(9, 100, 0.05))
+    assert stats.above_chance_p(0, 50, 20) == pytest.approx(1.0)
+
+
+def test_chance_table_marks_rows_indistinguishable_from_guessing():
+    # 20 classes, 100 test images: 9 right (p 0.063) is not distinguishable from 5 % chance, 10 (p 0.028) is.
+    y = _labels(100, seed=3)
+    rows, preds = [], {}
+    for exp_id, right in (("guess", 5), ("nine", 9), ("ten", 10), ("good", 60)):
+        correct = np.arange(100) < right
+        preds[(exp_id, 0)] = (y, _predict(y, correct))
+        rows.append({"id": exp_id, "seed": 0, "test_acc": float((_predict(y, correct) == y).mean()),
+                     "num_classes": N_CLASSES, "n_test": 100})
+    t = stats.chance_table(pd.DataFrame(rows)).set_index("id")
+    assert t["at_chance"].to_dict() == {"guess": True, "nine": True, "ten": False, "good": False}
+    assert t.loc["nine", "chance"] == pytest.approx(0.05)
+    assert t.loc["nine", "chance_p"] == pytest.approx(0.0631, abs=1e-4)
+
+
+def test_chance_table_tests_the_mean_of_the_seeds_on_the_test_images_once():
+    # Two seeds at 9 and 11 right of 100: the mean (10 of 100) is tested, not 20 of 200 images.
+    results = pd.DataFrame([{"id": "r", "seed": s, "test_acc": a, "num_classes": 20, "n_test": 100}
+                            for s, a in ((0, 0.09), (1, 0.11))])
+    t = stats.chance_table(results).set_index("id")
+    assert t.loc["r", "chance_p"] == pytest.approx(stats.above_chance_p(10, 100, 20))
+    assert not t.loc["r", "at_chance"]

@@ -149,7 +149,9 @@ def summary() -> None:
                           "compared with the row it changes (its `parent`) on the same test images: a paired "
                           "bootstrap over test images (and seeds) gives a 95 % interval for the change in test "
                           "accuracy, and McNemar's exact test on per-image correctness gives a p-value. A change "
-                          "is called *better* or *worse* only when the interval excludes zero **and** p < 0.05."),
+                          "is called *better* or *worse* only when the interval excludes zero **and** p < 0.05, "
+                          "and only on real photos: where either row ran on the synthetic dataset it reads "
+                          "*pipeline check (synthetic)*."),
         new_code_cell("report.seed_table(study)"),
         new_code_cell("report.ablation_figure(study)"),
         new_code_cell("report.ablation_table(study)"),
@@ -157,11 +159,13 @@ def summary() -> None:
                           "Each conclusion the reports drew, restated, with the comparison that tests it. "
                           "*Supported*: our runs show the claimed direction; *refuted*: a significant change the "
                           "other way (or, for \"no difference\" claims, a significant difference); *cannot tell*: "
-                          "the difference is within noise; *not run*: one side has no finished run."),
+                          "the difference is within noise; *pipeline check (synthetic)*: a side ran on the synthetic "
+                          "dataset, so there is no verdict, only the statistics; *not run*: one side has no "
+                          "finished run."),
         new_code_cell("display(Markdown(report.claims_overview(study)))\nreport.claims_table(study)"),
         new_markdown_cell("## Cost\n\nWall time of the whole run, training throughput, trainable parameters and "
                           "the epoch early stopping kept. Frozen-backbone rows train the head on cached features."),
-        new_code_cell("report.cost_table(study)"),
+        new_code_cell("report.styled(report.cost_table(study))"),
         new_markdown_cell("## Failed, unfinished and skipped inputs"),
         new_code_cell("display(Markdown(report.problems(study)))"),
     ])

@@ -37,9 +37,11 @@ def cmd_data(args: argparse.Namespace) -> int:
         for f in models.fetch_imagenet_weights():  # the paper profile requires them (pretrained: required)
             print(f"ImageNet weights ready at {f}")
     elif args.action == "check":
-        sub = data.load_subset(args.out)
-        prov = sub.provenance()
-        print(f"{sub.root}: {len(sub.classes)} classes, counts {prov['counts']}, synthetic={sub.synthetic}")
+        from . import datacheck
+
+        found = datacheck.check(args.out)
+        print(datacheck.summary(found))
+        return 1 if found.unreadable else 0
     return 0
 
 
@@ -108,9 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("data", help="make, fetch (Food-101 + ImageNet weights, needs internet) or check a dataset")
+    d = sub.add_parser("data", help="make, fetch (Food-101 + ImageNet weights, needs internet) or check a dataset",
+                       description="check: decode every image a Food-101 tree lists and print its classes, images "
+                                   "per split and class, sizes, colour modes, unreadable files and whether it is "
+                                   "synthetic (exit status 1 when some listed image is unreadable or missing)")
     d.add_argument("action", choices=["synth", "fetch", "check"])
-    d.add_argument("--out", default="data", help="folder that will hold food-101/ (default: data)")
+    d.add_argument("--out", default="data",
+                   help="the food-101 folder or the folder that holds (or will hold) it (default: data)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--num-classes", type=int, default=20)
     d.add_argument("--train-per-class", type=int, default=40)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import params as params_mod
-from . import runs
+from . import runs, stats
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,9 @@ PUBLISHED = "published.csv"
 REPORT_TITLES = {"A": "Report A — Implementation of Four CNNs and Their Visualization",
                  "B": "Report B — Diving Deep for Accuracy with CNNs",
                  "X": "Beyond the reports"}
+# The scale the reports' numbers come from (SPEC §1, §3): Food-101's 750 train images per class (before
+# their validation split), 224 px inputs, up to 25 epochs. Every table puts each row's own scale beside it.
+PUBLISHED_SCALE = {"per_class": 750, "image_size": 224, "epochs": 25}
 
 
 def load_published(params_dir: str | Path = "params") -> pd.DataFrame:
@@ -52,7 +55,7 @@ class Study:
     @property
     def synthetic(self) -> bool:
         """Return True when any run used the synthetic dataset."""
-        return bool(len(self.results)) and bool(self.results["synthetic"].any())
+        return bool(len(self.results)) and bool((self.results["data_kind"] == stats.SYNTHETIC).any())
 
 
 def collect(runs_dir: str | Path = "runs", profile: str = "demo", params_dir: str | Path = "params") -> Study:
@@ -69,8 +72,15 @@ def collect(runs_dir: str | Path = "runs", profile: str = "demo", params_dir: st
         if res is None:
             failed.append({"id": rid, "seed": seed, "error": err or "unfinished (no result.json)", "path": str(rdir)})
             continue
-        data = res.get("data", {})
+        data = res.get("data") or {}
         classes = classes or data.get("classes", [])
+        counts = data.get("counts") or {}
+        n_classes = len(data.get("classes") or []) or None
+        n_test = None
+        if (rdir / runs.PREDICTIONS).is_file():
+            z = run.predictions
+            preds[(rid, seed)] = (z["y_true"].astype(np.int64), z["y_pred"].astype(np.int64))
+            n_test = len(z["y_true"])
         rows.append({
             "id": rid, "seed": seed, "report": p.get("report", ""), "parent": p.get("parent"),
             "change": p.get("change", ""), "model": res["model"], "status": res["status"],
@@ -83,14 +93,14 @@ def collect(runs_dir: str | Path = "runs", profile: str = "demo", params_dir: st
             "pretrained_imagenet": res.get("pretrained_imagenet", False),
             "random_init_fallback": "unavailable" in str(res.get("weights_source", "")),
             "feature_cache": res.get("feature_cache", False), "freeze": res.get("freeze", ""),
-            "synthetic": data.get("synthetic", False), "bad_image_count": res.get("bad_image_count", 0),
+            "synthetic": data.get("synthetic", False), "data_kind": stats.data_kind(data),
+            "num_classes": n_classes, "n_test": n_test if n_test is not None else counts.get("test"),
+            "per_class": (counts.get("train", 0) + counts.get("val", 0)) / n_classes if counts and n_classes else None,
+            "epochs_max": p.get("epochs"), "bad_image_count": res.get("bad_image_count", 0),
             "bad_images": res.get("bad_images", []), "device": res.get("device", ""),
             "diverged_epoch": res.get("diverged_epoch"), "path": str(rdir),
         })
         metrics[(rid, seed)] = run.metrics
-        if (rdir / runs.PREDICTIONS).is_file():
-            z = run.predictions
-            preds[(rid, seed)] = (z["y_true"].astype(np.int64), z["y_pred"].astype(np.int64))
     results = pd.DataFrame(rows)
     published = load_published(params_dir)
     if len(results):
@@ -111,23 +121,57 @@ def _pct(x: Any) -> float:
     return float(x) * 100 if x is not None and not pd.isna(x) else np.nan
 
 
+def scale_text(per_class: Any, image_size: Any, epochs_run: Any, epochs_max: Any) -> str:
+    """Return a row's scale in one short cell: "15/class · 37 px · 2/25 ep" (epochs run / max; a range over seeds)."""
+    def num(v: Any) -> str:
+        return "?" if v is None or pd.isna(v) else f"{float(v):.0f}"
+
+    runs_ = [int(e) for e in np.atleast_1d(epochs_run) if e is not None and not pd.isna(e)]
+    ran = "?" if not runs_ else f"{min(runs_)}" if min(runs_) == max(runs_) else f"{min(runs_)}–{max(runs_)}"
+    return f"{num(per_class)}/class · {num(image_size)} px · {ran}/{num(epochs_max)} ep"
+
+
+PUBLISHED_SCALE_TEXT = (f"{PUBLISHED_SCALE['per_class']}/class · {PUBLISHED_SCALE['image_size']} px · "
+                        f"up to {PUBLISHED_SCALE['epochs']} ep")
+SCALE_NOTE = ("scale: images per class (train + validation) · input px · epochs run / max (early stopping); "
+              f"the reports: {PUBLISHED_SCALE_TEXT}.")
+
+
+def scales(study: Study) -> dict[str, str]:
+    """Return each row's scale_text, keyed by id."""
+    if not len(study.results):
+        return {}
+    return {rid: scale_text(g["per_class"].mean(), g["image_size"].iloc[0], list(g["epochs_run"]),
+                            g["epochs_max"].iloc[0])
+            for rid, g in study.results.groupby("id", sort=False)}
+
+
+def chance_text(p: float, at_chance: bool) -> str:
+    """Return a row's chance cell: "above" or "⚠ at chance (p 0.41)" (exact binomial test against 1/classes)."""
+    if pd.isna(p):
+        return "—"
+    return f"⚠ at chance (p {p:.2g})" if at_chance else "above"
+
+
 def table(study: Study, report: str) -> pd.DataFrame:
     """Return one report's table: change, our train/val/test accuracy (mean over seeds) and test loss beside theirs."""
     df = study.results[study.results["report"] == report] if len(study.results) else study.results
     out = []
+    scale = scales(study)
+    chance = stats.chance_table(df).set_index("id") if len(df) else pd.DataFrame()
     for rid, g in df.groupby("id", sort=False):
         pub = study.published.loc[rid] if rid in study.published.index else None
         row = {
             "id": rid, "change": g["change"].iloc[0],
             "train %": g["train_acc"].map(_pct).mean(), "val %": g["val_acc"].map(_pct).mean(),
             "test %": g["test_acc"].map(_pct).mean(), "test ± sd": _pm(g["test_acc"].map(_pct)),
+            "vs chance": chance_text(*chance.loc[rid, ["chance_p", "at_chance"]]),
             "test loss": g["test_loss"].astype(float).mean(),
             "published train %": pub["train_acc"] if pub is not None else np.nan,
             "published val %": pub["val_acc"] if pub is not None else np.nan,
             "published test %": pub["test_acc"] if pub is not None else np.nan,
             "published test loss": pub["test_loss"] if pub is not None else np.nan,
-            "seeds": len(g), "size px": int(g["image_size"].iloc[0]),
-            "weights": _weights_flag(g.iloc[0]),
+            "seeds": len(g), "scale": scale[rid], "weights": _weights_flag(g.iloc[0]),
         }
         row["Δ test (pp)"] = row["test %"] - row["published test %"]
         out.append(row)
@@ -152,6 +196,10 @@ def _delta_style(v: Any) -> str:
     return f"background-color: rgba({rgb}, {a:.2f})"
 
 
+def _warn_style(v: Any) -> str:
+    return "color: #b00; font-weight: bold" if str(v).startswith("⚠") else ""
+
+
 def _weights_flag(row: pd.Series) -> str:
     if row["pretrained_imagenet"]:
         return "ImageNet"
@@ -161,15 +209,19 @@ def _weights_flag(row: pd.Series) -> str:
 
 
 def styled(df: pd.DataFrame) -> "pd.io.formats.style.Styler":
-    """Return a report table formatted for reading: percent with 2 decimals, differences coloured."""
+    """Return a report table formatted for reading: percent with 2 decimals, differences coloured, scale explained."""
     fmt = {c: "{:.2f}" for c in df.columns if "%" in c or "loss" in c or "pp" in c}
     sty = df.style.format(fmt, na_rep="—").hide(axis="index")
+    if "scale" in df.columns:
+        sty = sty.set_caption(SCALE_NOTE)
+    if "vs chance" in df.columns:
+        sty = sty.map(_warn_style, subset=["vs chance"])
     if "Δ test (pp)" in df.columns:
         sty = sty.map(_delta_style, subset=["Δ test (pp)"])
     if "change" in df.columns:
         sty = sty.set_properties(subset=["change"], **{"text-align": "left"})
     if "weights" in df.columns:
-        sty = sty.map(lambda v: "color: #b00; font-weight: bold" if str(v).startswith("⚠") else "", subset=["weights"])
+        sty = sty.map(_warn_style, subset=["weights"])
     return sty.set_table_styles([{"selector": "th", "props": "text-align: left; font-size: 0.9em"},
                                  {"selector": "td", "props": "font-size: 0.9em; padding: 2px 6px"}])
 
@@ -180,11 +232,10 @@ def cost_table(study: Study) -> pd.DataFrame:
         return pd.DataFrame()
     g = study.results.groupby("id", sort=False)
     return pd.DataFrame({
-        "model": g["model"].first(), "freeze": g["freeze"].first(), "size px": g["image_size"].first(),
+        "model": g["model"].first(), "freeze": g["freeze"].first(), "scale": pd.Series(scales(study)),
         "wall time (s)": g["wall_time_s"].mean().round(1), "train images/s": g["images_per_s"].mean().round(0),
         "trainable params": g["params_trainable"].first(), "total params": g["params_total"].first(),
-        "best epoch": g["best_epoch"].mean().round(1), "epochs run": g["epochs_run"].mean().round(1),
-        "cached features": g["feature_cache"].first(),
+        "best epoch": g["best_epoch"].mean().round(1), "cached features": g["feature_cache"].first(),
     }).reset_index()
 
 
@@ -194,7 +245,8 @@ def banner(study: Study) -> str:
     if study.synthetic:
         parts.append("<b>Synthetic data.</b> These runs used foodcnn's generated stand-in for Food-101 "
                      "(same on-disk layout, 20 made-up classes), not real food photographs. The numbers show "
-                     "that every experiment runs end to end; they are not comparable to the reports' figures.")
+                     "that every experiment runs end to end; they are not comparable to the reports' figures, and "
+                     "no comparison or claim on these runs gets a verdict (they read as pipeline checks).")
     n_fallback = int(study.results["random_init_fallback"].sum()) if len(study.results) else 0
     if n_fallback:
         parts.append(f"<b>{n_fallback} transfer-learning run(s) trained from random init</b>: ImageNet weights for "
@@ -226,12 +278,15 @@ def published_figure(study: Study) -> "Any":
     ax.hlines(y, rows["test %"], rows["published test %"], color="#bbb", lw=2)
     ax.scatter(rows["published test %"], y, color="#555", label="published", zorder=3)
     ax.scatter(rows["test %"], y, color="#d55e00", label="foodcnn (this run)", zorder=3)
+    if study.classes:
+        ax.axvline(100 / len(study.classes), color="#999", ls=":", lw=1, label="chance")
     ax.set_yticks(y, rows["id"])
     ax.set_xlabel("test accuracy (%)")
     ax.set_xlim(0, 100)
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right")
-    ax.set_title("Test accuracy: ours vs the reports")
+    ax.set_title("Test accuracy: ours vs the reports" + (" (ours on synthetic data: not comparable)"
+                                                           if study.synthetic else ""))
     fig.tight_layout()
     return fig
 
@@ -403,7 +458,8 @@ def problems(study: Study) -> str:
 # --------------------------------------------------------------------------------------------
 
 VERDICT_COLOURS = {"supported": "#d9f2d9", "refuted": "#f9d6d5", "cannot tell": "#f2f2f2", "not run": "#ffffff",
-                   "better": "#d9f2d9", "worse": "#f9d6d5", "no detectable difference": "#f2f2f2"}
+                   "better": "#d9f2d9", "worse": "#f9d6d5", "no detectable difference": "#f2f2f2",
+                   **{v: "#e6eef7" for v in stats.NO_VERDICT.values()}}
 
 
 def _verdict_style(v: Any) -> str:
@@ -413,8 +469,6 @@ def _verdict_style(v: Any) -> str:
 
 def seed_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
     """Return mean ± sd over seeds of train/val/test accuracy (%) and test loss, per row."""
-    from . import stats
-
     if not len(study.results):
         return pd.DataFrame()
     s = stats.seed_summary(study.results)
@@ -422,7 +476,8 @@ def seed_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
     for m, label in (("train_acc", "train %"), ("val_acc", "val %"), ("test_acc", "test %")):
         out[label] = [_fmt_ms(100 * a, 100 * b) for a, b in zip(s[f"{m}_mean"], s[f"{m}_std"])]
     out["test loss"] = [_fmt_ms(a, b, 3) for a, b in zip(s["test_loss_mean"], s["test_loss_std"])]
-    return out.style.hide(axis="index")
+    out["scale"] = out["id"].map(scales(study))
+    return out.style.hide(axis="index").set_caption(SCALE_NOTE)
 
 
 def _fmt_ms(mean: float, std: float, digits: int = 2) -> str:
@@ -431,30 +486,34 @@ def _fmt_ms(mean: float, std: float, digits: int = 2) -> str:
     return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def ablation_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
-    """Return each row's change against its parent with a 95 % interval, McNemar p and a verdict."""
-    from . import stats
+def pair_scale(scale: dict[str, str], child: str, parent: str) -> str:
+    """Return the scale of a comparison: one scale_text when both rows ran alike, else "child; parent"."""
+    a, b = scale.get(child, "?"), scale.get(parent, "?")
+    return a if a == b else f"{a}; {b}"
 
+
+def ablation_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
+    """Return each row's change against its parent with a 95 % interval, McNemar p and a verdict (real data only)."""
     if not len(study.results):
         return pd.DataFrame()
     t = stats.ablation_table(study.results, study.predictions)
     if not len(t):
         return t
     t = t.merge(study.results.groupby("id")["change"].first(), left_on="id", right_index=True, how="left")
-    t = t[["id", "parent", "change", "n_seeds", "delta_pp", "ci_low_pp", "ci_high_pp", "p_value", "verdict"]]
+    scale = scales(study)
+    t["scale"] = [pair_scale(scale, c, p) for c, p in zip(t["id"], t["parent"])]
+    t = t[["id", "parent", "change", "n_seeds", "delta_pp", "ci_low_pp", "ci_high_pp", "p_value", "verdict", "scale"]]
     t = t.rename(columns={"n_seeds": "seeds", "delta_pp": "Δ test (pp)", "ci_low_pp": "95% CI low",
                           "ci_high_pp": "95% CI high", "p_value": "McNemar p"})
     return (t.style.hide(axis="index")
             .format({"Δ test (pp)": "{:+.2f}", "95% CI low": "{:+.2f}", "95% CI high": "{:+.2f}", "McNemar p": "{:.3g}"},
                     na_rep="—")
-            .map(_verdict_style, subset=["verdict"]))
+            .map(_verdict_style, subset=["verdict"]).set_caption(SCALE_NOTE))
 
 
 def ablation_figure(study: Study) -> "Any":
     """Return a forest plot: each row's test-accuracy change against its parent with its 95 % interval."""
     import matplotlib.pyplot as plt
-
-    from . import stats
 
     t = stats.ablation_table(study.results, study.predictions) if len(study.results) else pd.DataFrame()
     t = t.dropna(subset=["ci_low_pp"]) if len(t) else t
@@ -473,32 +532,49 @@ def ablation_figure(study: Study) -> "Any":
     ax.axvline(0, color="#333", lw=1)
     ax.set_yticks(y, [f"{c} vs {p}" for c, p in zip(t["id"], t["parent"])])
     ax.set_xlabel("test accuracy change against the parent row (percentage points, 95 % interval)")
-    ax.set_title("Which changes are distinguishable from noise? (green better, red worse, grey cannot tell)")
+    ax.set_title(forest_title(t["data"]))
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
 
 
-def claims_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
-    """Return the reports' conclusions and whether our runs support them, refute them or cannot tell."""
-    from . import stats
+def forest_title(kinds: pd.Series) -> str:
+    """Return the forest plot's title: a pipeline check when every comparison has a synthetic side."""
+    if len(kinds) and (kinds == stats.SYNTHETIC).all():
+        return ("Pipeline check on synthetic data: no verdicts\n"
+                "(test accuracy change against the parent, 95 % interval)")
+    title = "Which changes are distinguishable from noise? (green better, red worse, grey cannot tell)"
+    if (kinds != stats.REAL).any():
+        title += "\ngrey also: rows on synthetic or unrecorded data, no verdict"
+    return title
 
+
+def claims_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
+    """Return the reports' conclusions and whether our runs (real data only) support them, refute them or cannot tell."""
     t = stats.claims_table(study.results, study.predictions) if len(study.results) else pd.DataFrame()
     if not len(t):
         return t
-    t = t[["report", "claim", "child", "parent", "expected", "delta", "p_value", "verdict"]].rename(
+    scale = scales(study)
+    t["scale"] = [pair_scale(scale, c, p) if v != "not run" else ""
+                  for c, p, v in zip(t["child"], t["parent"], t["verdict"])]
+    t = t[["report", "claim", "child", "parent", "expected", "delta", "p_value", "verdict", "scale"]].rename(
         columns={"delta": "Δ test (pp) [95% CI]", "p_value": "McNemar p", "expected": "the report says"})
     return (t.style.hide(axis="index").format({"McNemar p": "{:.3g}"}, na_rep="—")
-            .map(_verdict_style, subset=["verdict"])
+            .map(_verdict_style, subset=["verdict"]).set_caption(SCALE_NOTE)
             .set_properties(subset=["claim"], **{"text-align": "left", "max-width": "28em"}))
 
 
 def claims_overview(study: Study) -> str:
-    """Return a one-line Markdown count of supported / refuted / cannot tell / not run claims."""
-    from . import stats
-
+    """Return a Markdown count of the claims' verdicts, and why there are none where runs used synthetic data."""
     if not len(study.results):
         return ""
-    counts = stats.claims_table(study.results, study.predictions)["verdict"].value_counts()
-    parts = [f"**{counts.get(v, 0)}** {v}" for v in ("supported", "refuted", "cannot tell", "not run")]
-    return "Claims: " + ", ".join(parts) + "."
+    t = stats.claims_table(study.results, study.predictions)
+    counts = t["verdict"].value_counts()
+    order = ["supported", "refuted", "cannot tell", *stats.NO_VERDICT.values(), "not run"]
+    parts = [f"**{counts[v]}** {v}" for v in order if counts.get(v, 0)]
+    line = "Claims: " + ", ".join(parts) + "."
+    if (t["data"] == stats.SYNTHETIC).any():
+        line += (" A claim about CNNs on food can only be judged on food photos: where a side ran on the "
+                 "synthetic dataset, the comparison below is a pipeline check (its statistics show that it is "
+                 "computed end to end) and gets no verdict.")
+    return line

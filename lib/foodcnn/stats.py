@@ -1,4 +1,4 @@
-"""Seed summaries, paired significance tests and the reports' claims checked against our runs."""
+"""Seed summaries, paired significance tests, the chance test and the reports' claims checked against our runs."""
 
 from __future__ import annotations
 
@@ -9,12 +9,20 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from . import synth
+
 Predictions = Mapping[tuple[str, int], tuple[np.ndarray, np.ndarray]]
 
 METRICS = ("train_acc", "val_acc", "test_acc", "test_loss")
 # Differences smaller than the smallest change report B counts as an improvement (custom1,
 # +2.06 pp) are "little difference"; B calls SiLU's -0.78 pp "negligible".
 EQUIVALENCE_MARGIN_PP = 2.0
+
+# What data a run recorded (result.json's "data"), as results' "data_kind" column holds it. Only runs on
+# real photos can say anything about CNNs on food: a comparison with a synthetic or unrecorded side gets
+# no verdict, it reads as what it is (its statistics are still computed and shown).
+REAL, SYNTHETIC, UNKNOWN = "real", "synthetic", "unknown"
+NO_VERDICT = {SYNTHETIC: "pipeline check (synthetic)", UNKNOWN: "no verdict (data not recorded)"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,28 @@ class Claim:
     expected: str  # "better", "worse" or "no difference"
 
 
+# --------------------------------------------------------------------------- data provenance
+
+
+def data_kind(provenance: Mapping | None) -> str:
+    """Return "real", "synthetic" or "unknown" for the data provenance one run recorded (Subset.provenance())."""
+    if not provenance or "synthetic" not in provenance:
+        return UNKNOWN
+    if provenance["synthetic"] or synth.names_synthetic(provenance.get("classes") or []):
+        return SYNTHETIC
+    return REAL
+
+
+def runs_data_kind(results: pd.DataFrame, ids: tuple[str, ...] | list[str]) -> str:
+    """Return REAL only when every run of these ids recorded real data; SYNTHETIC when any used synthetic data."""
+    if "data_kind" not in results.columns:
+        return UNKNOWN
+    kinds = set(results.loc[results["id"].isin(list(ids)), "data_kind"])
+    if SYNTHETIC in kinds:
+        return SYNTHETIC
+    return REAL if kinds == {REAL} else UNKNOWN
+
+
 # --------------------------------------------------------------------------- significance tests
 
 
@@ -90,6 +120,33 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemarResult:
     statistic = max(abs(b - c) - 1, 0) ** 2 / n
     p = min(1.0, 2.0 * binom_cdf_half(min(b, c), n))
     return McNemarResult(b, c, float(statistic), p)
+
+
+def above_chance_p(correct: int, n: int, num_classes: int) -> float:
+    """Return the exact one-sided binomial p of `correct` right out of n when guessing gets 1/num_classes right."""
+    from scipy.stats import binomtest
+
+    if n <= 0 or num_classes < 1:
+        return float("nan")
+    return float(binomtest(int(correct), int(n), 1.0 / num_classes, alternative="greater").pvalue)
+
+
+def chance_table(results: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Return per id: chance accuracy (1/classes), the exact binomial p of its mean test accuracy, and at_chance.
+
+    results needs "num_classes" and "n_test" (test images scored) per run. The mean accuracy over seeds is
+    tested as one run on the n test images: seeds score the same images, so pooling them would count each
+    image several times. at_chance is True when p >= alpha: the accuracy is not distinguishable from guessing.
+    """
+    rows = []
+    for exp_id, g in results.groupby("id", sort=False):
+        acc, n, k = g["test_acc"].astype(float).mean(), g["n_test"].min(), g["num_classes"].max()
+        if pd.isna(acc) or pd.isna(n) or pd.isna(k) or n <= 0:
+            rows.append({"id": exp_id, "chance": np.nan, "chance_p": np.nan, "at_chance": False})
+            continue
+        p = above_chance_p(round(acc * n), int(n), int(k))
+        rows.append({"id": exp_id, "chance": 1.0 / k, "chance_p": p, "at_chance": bool(p >= alpha)})
+    return pd.DataFrame(rows, columns=["id", "chance", "chance_p", "at_chance"])
 
 
 def paired_bootstrap(
@@ -255,7 +312,8 @@ def ablation_table(results: pd.DataFrame, predictions: Predictions, **kwargs) ->
     """Return child vs parent (delta, CI in pp, McNemar p, verdict) for every id whose parent was run.
 
     Rows whose runs saved no predictions keep the delta of the mean test accuracies from `results`
-    and get verdict "no predictions". kwargs go to compare().
+    and get verdict "no predictions". A comparison not made on real data on both sides (runs_data_kind)
+    reads NO_VERDICT instead of better/worse. kwargs go to compare().
     """
     summary = seed_summary(results).set_index("id")
     rows = []
@@ -263,18 +321,20 @@ def ablation_table(results: pd.DataFrame, predictions: Predictions, **kwargs) ->
         parent = row.get("parent")
         if not isinstance(parent, str) or parent not in summary.index:
             continue
+        kind = runs_data_kind(results, (exp_id, parent))
         base = {"id": exp_id, "parent": parent, "n_seeds": int(row["n_seeds"]),
-                "parent_n_seeds": int(summary.loc[parent, "n_seeds"])}
+                "parent_n_seeds": int(summary.loc[parent, "n_seeds"]), "data": kind}
         if _has_predictions(exp_id, predictions) and _has_predictions(parent, predictions):
             c = compare(exp_id, parent, predictions, **kwargs)
             base |= {"delta_pp": 100 * c.delta, "ci_low_pp": 100 * c.interval.low,
-                     "ci_high_pp": 100 * c.interval.high, "p_value": c.mcnemar.p_value, "verdict": c.verdict}
+                     "ci_high_pp": 100 * c.interval.high, "p_value": c.mcnemar.p_value,
+                     "verdict": c.verdict if kind == REAL else NO_VERDICT[kind]}
         else:
             delta = row["test_acc_mean"] - summary.loc[parent, "test_acc_mean"]
             base |= {"delta_pp": 100 * delta, "ci_low_pp": np.nan, "ci_high_pp": np.nan,
                      "p_value": np.nan, "verdict": "no predictions"}
         rows.append(base)
-    columns = ["id", "parent", "n_seeds", "parent_n_seeds", "delta_pp", "ci_low_pp", "ci_high_pp",
+    columns = ["id", "parent", "n_seeds", "parent_n_seeds", "data", "delta_pp", "ci_low_pp", "ci_high_pp",
                "p_value", "verdict"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -391,7 +451,8 @@ def claims_table(
     """Return one row per claim: the comparison (delta and CI in pp, p) and a verdict on the claim.
 
     A side counts as run when it has a row in `results` and saved predictions; otherwise the
-    claim is "not run". kwargs go to compare().
+    claim is "not run". A claim gets supported/refuted/cannot tell only when every run of both sides
+    used real data (runs_data_kind); otherwise it reads NO_VERDICT. kwargs go to compare().
     """
     ran = set(results["id"])
     rows = []
@@ -399,13 +460,14 @@ def claims_table(
         row = {"key": claim.key, "report": claim.report, "claim": claim.text, "child": claim.child,
                "parent": claim.parent, "expected": claim.expected, "delta_pp": np.nan,
                "ci_low_pp": np.nan, "ci_high_pp": np.nan, "delta": "", "p_value": np.nan,
-               "verdict": "not run"}
+               "data": "", "verdict": "not run"}
         sides = (claim.child, claim.parent)
         if all(s in ran and _has_predictions(s, predictions) for s in sides):
             c = compare(claim.child, claim.parent, predictions, **kwargs)
             d, lo, hi = 100 * c.delta, 100 * c.interval.low, 100 * c.interval.high
+            kind = runs_data_kind(results, sides)
             row |= {"delta_pp": d, "ci_low_pp": lo, "ci_high_pp": hi,
-                    "delta": f"{d:+.2f} pp [{lo:+.2f}, {hi:+.2f}]", "p_value": c.mcnemar.p_value,
-                    "verdict": claim_verdict(claim, c, margin_pp)}
+                    "delta": f"{d:+.2f} pp [{lo:+.2f}, {hi:+.2f}]", "p_value": c.mcnemar.p_value, "data": kind,
+                    "verdict": claim_verdict(claim, c, margin_pp) if kind == REAL else NO_VERDICT[kind]}
         rows.append(row)
     return pd.DataFrame(rows)

@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 log = logging.getLogger(__name__)
 
 SYNTH_MARKER = "SYNTHETIC"
+CLASS_PREFIX = "synthetic_"  # every synthetic class name starts with it, so a run's class list says so too
 # Bump when the drawing recipe changes so cached trees are regenerated.
 GENERATOR_VERSION = 1
 
@@ -42,7 +44,7 @@ def class_names(num_classes: int = 20) -> list[str]:
     """Return the sorted synthetic class names for the first num_classes Food-101 classes."""
     if not 1 <= num_classes <= len(FOOD101_NAMES):
         raise ValueError(f"num_classes must be in 1..{len(FOOD101_NAMES)}, got {num_classes}")
-    return sorted(f"synthetic_{name}" for name in FOOD101_NAMES[:num_classes])
+    return sorted(f"{CLASS_PREFIX}{name}" for name in FOOD101_NAMES[:num_classes])
 
 
 def class_recipe(index: int) -> tuple[str, float]:
@@ -177,7 +179,13 @@ def is_synthetic(food101_root: str | Path) -> bool:
     return (Path(food101_root) / "meta" / SYNTH_MARKER).is_file()
 
 
-def _read_settings(food101_root: Path) -> dict | None:
+def names_synthetic(classes: Iterable[str]) -> bool:
+    """Return True if any of these class names is one this module writes (a synthetic tree without its marker)."""
+    return any(str(c).startswith(CLASS_PREFIX) for c in classes)
+
+
+def read_settings(food101_root: Path) -> dict | None:
+    """Return the generator settings a synthetic tree records in meta/SYNTHETIC, or None (not one, or unreadable)."""
     try:
         return json.loads((food101_root / "meta" / SYNTH_MARKER).read_text())["settings"]
     except (OSError, ValueError, KeyError):
@@ -185,7 +193,7 @@ def _read_settings(food101_root: Path) -> dict | None:
 
 
 def _is_complete(root: Path, settings: dict) -> bool:
-    if _read_settings(root) != settings:
+    if read_settings(root) != settings:
         return False
     expected = settings["num_classes"] * (settings["train_per_class"] + settings["test_per_class"])
     return sum(1 for _ in (root / "images").glob("*/*.jpg")) == expected
