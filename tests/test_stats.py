@@ -405,3 +405,52 @@ def test_chance_table_tests_the_mean_of_the_seeds_on_the_test_images_once():
     t = stats.chance_table(results).set_index("id")
     assert t.loc["r", "chance_p"] == pytest.approx(stats.above_chance_p(10, 100, 20))
     assert not t.loc["r", "at_chance"]
+
+
+# --------------------------------------------------------------------------- headline findings
+
+
+def _findings_study(effnet_ft_acc: float, custom_fixes: int, weakest_acc: float, data_kind: str = stats.REAL):
+    """A study with the ids the findings read: three from-scratch rows, two EfficientNet rows, one VGG row."""
+    n, rng = 2000, np.random.default_rng(1)
+    y = _labels(n)
+    base = rng.random(n) < 0.22
+    custom = base.copy()
+    custom[rng.choice(np.flatnonzero(~base), custom_fixes, replace=False)] = True
+    runs = {"a_baseline": base, "a_custom": custom, "b_baseline": rng.random(n) < weakest_acc,
+            "x_effnet_stock": rng.random(n) < 0.45, "x_effnet_ft": rng.random(n) < effnet_ft_acc,
+            "b_vgg1": rng.random(n) < 0.05}  # random-init VGG: not a from-scratch CNN of the reports
+    models = {"a_baseline": "baseline", "a_custom": "custom_a", "b_baseline": "baseline",
+              "x_effnet_stock": "efficientnet_lite0", "x_effnet_ft": "efficientnet_lite0", "b_vgg1": "vgg16_bn"}
+    results = _results([(i, 0, 0.5, 0.5, c.mean(), 1.0, None) for i, c in runs.items()], data_kind)
+    results["model"], results["n_test"], results["num_classes"] = results["id"].map(models), n, N_CLASSES
+    return results, _predictions({(i, 0): c for i, c in runs.items()}, y)
+
+
+def test_findings_on_real_data_name_the_deciding_comparison():
+    results, preds = _findings_study(effnet_ft_acc=0.55, custom_fixes=200, weakest_acc=0.15)
+    t = stats.findings_table(results, preds, n_boot=200).set_index("key")
+    assert t["verdict"].to_dict() == {"pretrained_beats_scratch": "supported", "finetune_not_worse": "supported",
+                                      "custom_beats_baseline": "supported", "scratch_above_chance": "supported"}
+    assert t.loc["custom_beats_baseline", "evidence"].startswith("best of 1: a_custom")
+    assert "b_baseline" in t.loc["scratch_above_chance", "evidence"]  # the weakest from-scratch row
+    assert "b_vgg1" not in t.loc["scratch_above_chance", "evidence"]
+
+
+def test_findings_refuted_when_fine_tuning_loses_and_a_scratch_row_guesses():
+    n_classes_chance = 1 / N_CLASSES
+    results, preds = _findings_study(effnet_ft_acc=0.28, custom_fixes=0, weakest_acc=n_classes_chance)
+    t = stats.findings_table(results, preds, n_boot=200).set_index("key")
+    assert t.loc["finetune_not_worse", "verdict"] == "refuted"
+    assert t.loc["custom_beats_baseline", "verdict"] == "cannot tell"  # identical predictions: no difference
+    assert t.loc["scratch_above_chance", "verdict"] == "refuted"
+
+
+def test_findings_on_synthetic_data_are_pipeline_checks():
+    results, preds = _findings_study(effnet_ft_acc=0.46, custom_fixes=200, weakest_acc=0.15,
+                                     data_kind=stats.SYNTHETIC)
+    t = stats.findings_table(results, preds, n_boot=200)
+    assert set(t["verdict"]) == {"pipeline check (synthetic)"}
+    assert t["p_value"].notna().all()  # the statistics are still computed
+    empty = stats.findings_table(results[results["id"] == "b_vgg1"], preds, n_boot=200)
+    assert set(empty["verdict"]) == {"not run"}

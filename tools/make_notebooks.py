@@ -163,6 +163,12 @@ def summary() -> None:
                           "dataset, so there is no verdict, only the statistics; *not run*: one side has no "
                           "finished run."),
         new_code_cell("display(Markdown(report.claims_overview(study)))\nreport.claims_table(study)"),
+        new_markdown_cell("## The study's headline findings at this scale\n\n"
+                          "What the two reports found across their experiments, tested on our runs: pretrained "
+                          "features against every from-scratch CNN, fine-tuning against a frozen backbone, a custom "
+                          "CNN against its baseline, and every from-scratch CNN against guessing. The evidence "
+                          "column names the comparison that decides each; verdicts come from real photos only."),
+        new_code_cell("report.findings_table(study)"),
         new_markdown_cell("## Cost\n\nWall time of the whole run, training throughput, trainable parameters and "
                           "the epoch early stopping kept. Frozen-backbone rows train the head on cached features."),
         new_code_cell("report.styled(report.cost_table(study))"),

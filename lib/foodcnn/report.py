@@ -564,6 +564,17 @@ def claims_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
             .set_properties(subset=["claim"], **{"text-align": "left", "max-width": "28em"}))
 
 
+def findings_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
+    """Return the study's headline findings (stats.FINDINGS) with their deciding comparison and verdict."""
+    t = stats.findings_table(study.results, study.predictions) if len(study.results) else pd.DataFrame()
+    if not len(t):
+        return t
+    t = t[["finding", "evidence", "p_value", "verdict"]].rename(columns={"p_value": "McNemar / binomial p"})
+    return (t.style.hide(axis="index").format({"McNemar / binomial p": "{:.3g}"}, na_rep="—")
+            .map(_verdict_style, subset=["verdict"])
+            .set_properties(subset=["finding", "evidence"], **{"text-align": "left"}))
+
+
 def claims_overview(study: Study) -> str:
     """Return a Markdown count of the claims' verdicts, and why there are none where runs used synthetic data."""
     if not len(study.results):

