@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import verdict_cells
 
-from foodcnn import batch, params, report, runs
+from foodcnn import batch, params, rendering, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def test_batch_runs_rows_records_failure_resumes_and_reports(study_dirs, tmp_pat
         "b_baseline": "skipped", "b_custom3": "skipped", "b_resnet_stock": "skipped", "x_broken": "failed"}
     assert "1 failed" in batch.summary(again) and "x_broken" in batch.summary(again)
 
-    out = report.render("tiny", runs_dir=tmp_path / "runs", params_dir=pdir, notebooks_dir=ROOT / "notebooks",
+    out = rendering.render("tiny", runs_dir=tmp_path / "runs", params_dir=pdir, notebooks_dir=ROOT / "notebooks",
                         out_dir=tmp_path / "reports")
     html = out["html"].read_text()
     assert "published test %" in html and "Δ test (pp)" in html  # measured beside published

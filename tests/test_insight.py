@@ -11,7 +11,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from foodcnn import batch, insight, models, params, report, runs, train, viz
+from foodcnn import batch, insight, models, params, rendering, report, runs, train, viz
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 PARAMS_DIR = NOTEBOOKS.parent / "params"
@@ -161,7 +161,7 @@ def test_render_visualisations_writes_a_page_per_representative(tiny_runs, tmp_p
     root = tiny_runs["t_base"].path.parents[2]
     study = report.collect(root, "adhoc", PARAMS_DIR)
     study.results = study.results[study.results["id"] == "t_base"]  # one page is enough to test the wiring
-    pages = insight.render_visualisations(study, tmp_path / "reports", NOTEBOOKS)
+    pages = rendering.render_visualisations(study, tmp_path / "reports", NOTEBOOKS)
     assert [p.name for p in pages] == ["visualise-adhoc-t_base.html"]
     assert pages[0].read_text().count("<img") >= 7
     assert "visualise-adhoc-t_base.html" in insight.visualisation_links(study)

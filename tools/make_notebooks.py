@@ -9,15 +9,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
+import viz_notebooks  # noqa: E402  (tools/ is sys.path[0] when this file runs as a script)
 from foodcnn import params  # noqa: E402
-
-KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+from notebook_files import parameters, save  # noqa: E402
 
 
 def params_cell() -> str:
@@ -28,26 +26,13 @@ def params_cell() -> str:
     return "\n".join(lines)
 
 
-def save(name: str, cells: list) -> None:
-    nb = new_notebook(cells=cells, metadata={"kernelspec": KERNEL, "language_info": {"name": "python"}})
-    for i, c in enumerate(nb.cells):
-        c["id"] = f"{Path(name).stem}-{i:02d}"  # stable ids: regenerating gives the same files
-    path = ROOT / "notebooks" / name
-    nbformat.write(nb, str(path))
-    print("wrote", path.relative_to(ROOT))
-
-
-def parameters(source: str):
-    return new_code_cell(source, metadata={"tags": ["parameters"]})
-
-
 EXPERIMENT_SETUP = """\
 %matplotlib inline
 from foodcnn import params
 
 p = params.from_mapping({k: globals()[k] for k in params.FIELDS}, source="notebook parameters")
 
-from foodcnn import report, runs, train, viz  # after reading the parameters: `report` is also a parameter
+from foodcnn import probing, report, runs, train, viz  # after reading the parameters: `report` is also a parameter
 
 report.describe_params(p)"""
 
@@ -60,10 +45,10 @@ EXPERIMENT_BODY = [
     new_code_cell("viz.curves(run.metrics, title=f\"{p.id} — {p.change or p.model}\")"),
     new_markdown_cell("## Beside the report\n\nOur accuracy at the best epoch next to the figure the report published "
                       "for the same row (empty where the report gives none)."),
-    new_code_cell("report.beside_published(result, params_dir=report.params_dir_of(p))"),
+    new_code_cell("report.beside_published(result)"),
     new_markdown_cell("## What the first layer learned\n\nEach first-layer filter shifted to be non-negative and "
                       "divided by its maximum, shown as an RGB tile (SPEC §5)."),
-    new_code_cell("model = run.model()\nviz.filter_grid(viz.first_conv(model).weight, title=f\"{p.id}: first conv filters\")"),
+    new_code_cell("model = run.model()\nviz.filter_grid(probing.first_conv(model).weight, title=f\"{p.id}: first conv filters\")"),
 ]
 
 KINDS = {
@@ -181,6 +166,4 @@ if __name__ == "__main__":
     for name, (title, text) in KINDS.items():
         experiment(name, title, text)
     summary()
-    import viz_notebooks  # tools/ is sys.path[0] when this file runs as a script
-
     viz_notebooks.build()

@@ -8,11 +8,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # make_notebooks, wherever this is run from
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # notebook_files, wherever this is run from
 
 from nbformat.v4 import new_code_cell, new_markdown_cell  # noqa: E402
 
-from make_notebooks import parameters, save  # noqa: E402
+from notebook_files import parameters, save  # noqa: E402
 
 
 def visualise() -> None:

@@ -94,10 +94,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from . import report
+    from . import rendering
 
-    out = report.render(args.profile, runs_dir=args.runs_dir, params_dir=args.params_dir,
-                        notebooks_dir=args.notebooks_dir, out_dir=args.out)
+    out = rendering.render(args.profile, runs_dir=args.runs_dir, params_dir=args.params_dir,
+                           notebooks_dir=args.notebooks_dir, out_dir=args.out)
     print(f"report: {out['html']}")
     print(f"pdf: {out['pdf']}" if out["pdf"] else "pdf: not rendered (no Chromium; `apt-get install chromium`)")
     return 0

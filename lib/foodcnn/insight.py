@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,9 +12,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from . import checkpoints, data, models, runs, transforms, viz
-
-log = logging.getLogger(__name__)
+from . import checkpoints, data, models, report, runs, transforms, viz
 
 # The model families the report shows one representative of, in the report's order (SPEC §2).
 FAMILIES = ("baseline", "custom_a", "custom_b", "vgg16", "vgg16_bn", "resnet18", "efficientnet_lite0")
@@ -362,14 +359,14 @@ def representatives(study_results: pd.DataFrame) -> list[str]:
     return out
 
 
-def representative_runs(study: Any) -> list[runs.Run]:
+def representative_runs(study: report.Study) -> list[runs.Run]:
     """Return the runs `representatives` picks from a report.Study, in family order."""
     res = study.results
     return [runs.open_run(res[(res["id"] == rid) & (res["seed"] == 0)].iloc[0]["path"])
             for rid in representatives(res)]
 
 
-def all_runs(study: Any) -> list[runs.Run]:
+def all_runs(study: report.Study) -> list[runs.Run]:
     """Return every finished seed-0 run of a report.Study that has a best checkpoint, in catalogue order."""
     if not len(study.results):
         return []
@@ -387,7 +384,7 @@ def page_name(profile: str, rid: str) -> str:
     return f"visualise-{profile}-{rid}"
 
 
-def visualisation_links(study: Any) -> str:
+def visualisation_links(study: report.Study) -> str:
     """Return Markdown linking each representative to its visualisation page (beside the summary in reports/)."""
     ids = representatives(study.results)
     if not ids:
@@ -398,31 +395,6 @@ def visualisation_links(study: Any) -> str:
     return ("The best run of each model family (highest test accuracy, seed 0) has its own page with curves, "
             "filters, feature maps, confusion matrix, per-class accuracy, hardest images and Grad-CAM:\n\n"
             + "\n".join(lines))
-
-
-def render_visualisations(study: Any, out_dir: str | Path, notebooks_dir: str | Path = "notebooks") -> list[Path]:
-    """Execute visualise.ipynb for each representative into out_dir and export HTML; return the HTML paths."""
-    import papermill as pm
-
-    from .batch import KERNEL
-    from .report import to_html
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pages = []
-    res = study.results
-    for rid in representatives(res):
-        path = res[(res["id"] == rid) & (res["seed"] == 0)].iloc[0]["path"]
-        executed = out_dir / f"{page_name(study.profile, rid)}.ipynb"
-        try:
-            pm.execute_notebook(str(Path(notebooks_dir) / VISUALISE), str(executed), kernel_name=KERNEL,
-                                parameters={"run_dir": str(Path(path).resolve()), "compare_dirs": [], "max_images": 8},
-                                progress_bar=False, log_output=False, shutdown_kernel="immediate")
-        except Exception as e:  # one broken page must not cost the whole report
-            log.warning("visualisation page of %s failed (%s: %s); see %s", rid, type(e).__name__, e, executed)
-            continue
-        pages.append(to_html(executed, executed.with_suffix(".html")))
-    return pages
 
 
 # --- the explorer ------------------------------------------------------------------------------

@@ -1,12 +1,9 @@
-"""Aggregating run directories into the study's tables and figures, and rendering the summary notebook to HTML/PDF."""
+"""Aggregating run directories into the study's tables and figures (rendering.py turns them into HTML/PDF)."""
 
 from __future__ import annotations
 
 import csv
 import html
-import logging
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -16,8 +13,6 @@ import pandas as pd
 
 from . import params as params_mod
 from . import runs, stats
-
-log = logging.getLogger(__name__)
 
 PUBLISHED = "published.csv"
 REPORT_TITLES = {"A": "Report A — Implementation of Four CNNs and Their Visualization",
@@ -333,86 +328,6 @@ def describe_params(p: params_mod.Params) -> pd.DataFrame:
     return pd.DataFrame([d]).set_index("id")
 
 
-# --------------------------------------------------------------------------------------------
-# Rendering
-# --------------------------------------------------------------------------------------------
-
-
-def chromium() -> str | None:
-    """Return a headless-capable Chromium/Chrome executable, or None."""
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def to_html(notebook: Path, html_path: Path) -> Path:
-    """Export an executed notebook to one self-contained HTML file without code cells."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    nb = nbformat.read(str(notebook), as_version=4)
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
-                            embed_images=True)
-    body, _ = exporter.from_notebook_node(nb)
-    from .atomic import atomic_write_text
-
-    atomic_write_text(html_path, body)
-    return html_path
-
-
-def to_pdf(html_path: Path, pdf_path: Path, timeout: int = 180) -> Path | None:
-    """Print the HTML to PDF with headless Chromium; return None (and say why) when none is installed."""
-    exe = chromium()
-    if exe is None:
-        log.warning("no PDF: Chromium is not installed (apt-get install chromium); the HTML report is complete")
-        return None
-    tmp = pdf_path.with_suffix(".tmp.pdf")
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", "--no-pdf-header-footer",
-           f"--print-to-pdf={tmp}", html_path.resolve().as_uri()]
-    try:
-        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout)
-        tmp.replace(pdf_path)
-        return pdf_path
-    except (subprocess.SubprocessError, OSError) as e:
-        log.warning("no PDF: Chromium failed (%s); the HTML report is complete", e)
-        return None
-
-
-def render(profile: str, runs_dir: str | Path = "runs", params_dir: str | Path = "params",
-           notebooks_dir: str | Path = "notebooks", out_dir: str | Path = "reports") -> dict[str, Path | None]:
-    """Execute the summary notebook for a profile and export it to reports/ as HTML (and PDF where possible)."""
-    import papermill as pm
-
-    from .batch import KERNEL
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    from . import insight  # the per-model pages first: the summary links to them
-
-    insight.render_visualisations(collect(runs_dir, profile, params_dir), out_dir, notebooks_dir)
-    executed = out_dir / f"summary-{profile}.ipynb"
-    pm.execute_notebook(str(Path(notebooks_dir) / "summary.ipynb"), str(executed), kernel_name=KERNEL,
-                        parameters={"profile": profile, "runs_dir": str(Path(runs_dir).resolve()),
-                                    "params_dir": str(Path(params_dir).resolve())},
-                        progress_bar=False, log_output=False, shutdown_kernel="immediate")
-    html_path = to_html(executed, out_dir / f"foodcnn-{profile}.html")
-    pdf_path = to_pdf(html_path, out_dir / f"foodcnn-{profile}.pdf")
-    return {"notebook": executed, "html": html_path, "pdf": pdf_path}
-
-
-def escape(text: str) -> str:
-    """Return text escaped for HTML."""
-    return html.escape(text)
-
-
-def params_dir_of(p: params_mod.Params) -> Path:
-    """Return the params folder a run's published figures are read from (./params)."""
-    return Path("params")
-
-
 def overview(study: Study) -> str:
     """Return a Markdown paragraph: how many runs, seeds, classes and which profile."""
     if not len(study.results):
@@ -442,7 +357,7 @@ def problems(study: Study) -> str:
     """Return Markdown listing failed/unfinished runs, diverged runs and unreadable images."""
     lines = []
     for _, f in study.failed.iterrows():
-        lines.append(f"- **{f['id']}** seed {f['seed']}: {escape(str(f['error']))} (`{f['path']}`)")
+        lines.append(f"- **{f['id']}** seed {f['seed']}: {html.escape(str(f['error']))} (`{f['path']}`)")
     if len(study.results):
         for _, r in study.results[study.results["status"] == "diverged"].iterrows():
             lines.append(f"- **{r['id']}** seed {r['seed']}: diverged (loss NaN/inf) in epoch {r['diverged_epoch']}; "

@@ -1,0 +1,96 @@
+"""Rendering the study: notebooks executed with papermill, exported to HTML with nbconvert and printed to PDF by Chromium."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+from . import insight, report
+from .atomic import atomic_write_text
+from .batch import KERNEL
+
+log = logging.getLogger(__name__)
+
+
+def chromium() -> str | None:
+    """Return a headless-capable Chromium/Chrome executable, or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def to_html(notebook: Path, html_path: Path) -> Path:
+    """Export an executed notebook to one self-contained HTML file without code cells."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                            embed_images=True)
+    body, _ = exporter.from_notebook_node(nb)
+    atomic_write_text(html_path, body)
+    return html_path
+
+
+def to_pdf(html_path: Path, pdf_path: Path, timeout: int = 180) -> Path | None:
+    """Print the HTML to PDF with headless Chromium; return None (and say why) when none is installed."""
+    exe = chromium()
+    if exe is None:
+        log.warning("no PDF: Chromium is not installed (apt-get install chromium); the HTML report is complete")
+        return None
+    tmp = pdf_path.with_suffix(".tmp.pdf")
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", "--no-pdf-header-footer",
+           f"--print-to-pdf={tmp}", html_path.resolve().as_uri()]
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout)
+        tmp.replace(pdf_path)
+        return pdf_path
+    except (subprocess.SubprocessError, OSError) as e:
+        log.warning("no PDF: Chromium failed (%s); the HTML report is complete", e)
+        return None
+
+
+def render_visualisations(study: report.Study, out_dir: str | Path, notebooks_dir: str | Path = "notebooks") -> list[Path]:
+    """Execute visualise.ipynb for each representative into out_dir and export HTML; return the HTML paths."""
+    import papermill as pm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pages = []
+    res = study.results
+    for rid in insight.representatives(res):
+        path = res[(res["id"] == rid) & (res["seed"] == 0)].iloc[0]["path"]
+        executed = out_dir / f"{insight.page_name(study.profile, rid)}.ipynb"
+        try:
+            pm.execute_notebook(str(Path(notebooks_dir) / insight.VISUALISE), str(executed), kernel_name=KERNEL,
+                                parameters={"run_dir": str(Path(path).resolve()), "compare_dirs": [], "max_images": 8},
+                                progress_bar=False, log_output=False, shutdown_kernel="immediate")
+        except Exception as e:  # one broken page must not cost the whole report
+            log.warning("visualisation page of %s failed (%s: %s); see %s", rid, type(e).__name__, e, executed)
+            continue
+        pages.append(to_html(executed, executed.with_suffix(".html")))
+    return pages
+
+
+def render(profile: str, runs_dir: str | Path = "runs", params_dir: str | Path = "params",
+           notebooks_dir: str | Path = "notebooks", out_dir: str | Path = "reports") -> dict[str, Path | None]:
+    """Execute the summary notebook for a profile and export it to reports/ as HTML (and PDF where possible)."""
+    import papermill as pm
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # The per-model pages first: the summary links to them.
+    render_visualisations(report.collect(runs_dir, profile, params_dir), out_dir, notebooks_dir)
+    executed = out_dir / f"summary-{profile}.ipynb"
+    pm.execute_notebook(str(Path(notebooks_dir) / "summary.ipynb"), str(executed), kernel_name=KERNEL,
+                        parameters={"profile": profile, "runs_dir": str(Path(runs_dir).resolve()),
+                                    "params_dir": str(Path(params_dir).resolve())},
+                        progress_bar=False, log_output=False, shutdown_kernel="immediate")
+    html_path = to_html(executed, out_dir / f"foodcnn-{profile}.html")
+    pdf_path = to_pdf(html_path, out_dir / f"foodcnn-{profile}.pdf")
+    return {"notebook": executed, "html": html_path, "pdf": pdf_path}
