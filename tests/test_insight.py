@@ -11,7 +11,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from foodcnn import batch, insight, models, params, rendering, report, runs, train, viz
+from foodcnn import batch, insight, models, params, probing, rendering, report, runs, train
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 PARAMS_DIR = NOTEBOOKS.parent / "params"
@@ -53,18 +53,18 @@ def test_test_images_follow_predictions(tiny_runs):
 
 
 def test_hooks_and_cam_layer_per_family(tiny_runs):
-    # test_viz covers VGG and ResNet; here the study's own small CNNs and EfficientNet-Lite0
+    # test_probing covers VGG and ResNet; here the study's own small CNNs and EfficientNet-Lite0
     custom_b = models.build("custom_b", num_classes=4)
-    assert [k.split(" (")[1] for k in viz.feature_layers(custom_b)] == [
+    assert [k.split(" (")[1] for k in probing.feature_layers(custom_b)] == [
         "features.conv1.conv)", "features.conv4.conv)", "features.conv6.conv)"]
     effnet = models.build("efficientnet_lite0", num_classes=4, pretrained="none")
-    labels = list(viz.feature_layers(effnet))
+    labels = list(probing.feature_layers(effnet))
     assert labels[0].endswith("(conv_stem)") and labels[-1].endswith("(conv_head)")
     # the last conv is 1x1 at 20 px (baseline) and 32 px (ResNet18): Grad-CAM moves to the last map of >= 4x4
     assert insight.cam_layer(tiny_runs["t_base"]) == "features.conv3.conv"
     assert insight.cam_layer(tiny_runs["t_resnet"]) == "layer2.1.conv2"
     for run in tiny_runs.values():
-        assert torch.equal(insight.first_conv_weight(run), viz.first_conv(run.model()).weight)
+        assert torch.equal(insight.first_conv_weight(run), probing.first_conv(run.model()).weight)
 
 
 def test_one_run_figures_and_tables(tiny_runs):

@@ -12,7 +12,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from . import checkpoints, data, models, report, runs, transforms, viz
+from . import checkpoints, data, metrics, models, probing, report, runs, transforms, viz
 
 # The model families the report shows one representative of, in the report's order (SPEC §2).
 FAMILIES = ("baseline", "custom_a", "custom_b", "vgg16", "vgg16_bn", "resnet18", "efficientnet_lite0")
@@ -156,17 +156,13 @@ def model_input(model: nn.Module, images: Tensor) -> Tensor:
     return transforms.normalise(images, *models.input_normalisation(model))
 
 
-def conv_layers(model: nn.Module) -> list[str]:
-    """Return the module paths of every nn.Conv2d, in forward (registration) order."""
-    return [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-
-
 def cam_layer(run: runs.Run) -> str:
     """Return the Grad-CAM target of a run: its last conv layer with a map of at least MIN_CAM_SIDE x MIN_CAM_SIDE."""
     model = load_model(run)
-    names = conv_layers(model)
+    convs = dict(models.conv_layers(model))
     size = run.params.resolved_image_size
-    shapes = viz.capture_feature_maps(model, torch.zeros(3, size, size), {n: model.get_submodule(n) for n in names})
+    shapes = probing.capture_feature_maps(model, torch.zeros(3, size, size), convs)
+    names = list(convs)
     wide = [n for n in names if min(shapes[n].shape[-2:]) >= MIN_CAM_SIDE]
     return wide[-1] if wide else names[-1]
 
@@ -194,15 +190,15 @@ def curves_figure(run: runs.Run) -> Figure:
 def first_conv_weight(run: runs.Run) -> Tensor:
     """Return the first conv layer's weight (out, in, kh, kw) from best.pt without building the model."""
     state = checkpoints.load(run.path / runs.BEST)["model"]
-    # state_dict order is module registration order, so the first 4-D weight is viz.first_conv(model)'s.
+    # state_dict order is module registration order, so the first 4-D weight is probing.first_conv(model)'s.
     return next(v for k, v in state.items() if k.endswith("weight") and v.ndim == 4)
 
 
 def filters_figure(run: runs.Run) -> Figure:
     """Return the run's first-layer filters as RGB tiles (SPEC §5), layer and shape in the title."""
     model = load_model(run)
-    name = conv_layers(model)[0]
-    w = model.get_submodule(name).weight
+    name, conv = models.conv_layers(model)[0]
+    w = conv.weight
     out, _, kh, kw = w.shape
     return viz.filter_grid(w, title=f"{run_label(run)}\nfirst conv layer {name}: "
                                     f"{min(out, viz.MAX_TILES)} of {out} filters, {kh}x{kw}")
@@ -221,9 +217,9 @@ def feature_maps_figure(run: runs.Run, image_index: int = 0, max_maps: int = 64)
     """Return the feature maps of the first, a middle and the last conv layer for one test image (SPEC §5)."""
     model = load_model(run)
     images, labels = test_images(run, [image_index])
-    layers = viz.feature_layers(model)
-    maps = viz.capture_feature_maps(model, model_input(model, images)[0], layers)
-    n = len(conv_layers(model))
+    layers = probing.feature_layers(model)
+    maps = probing.capture_feature_maps(model, model_input(model, images)[0], layers)
+    n = len(models.conv_layers(model))
     names = class_names(run)
     return viz.feature_map_grid(
         maps, max_maps=max_maps, image=images[0], image_title=f"test image {image_index}\n{names[int(labels[0])]}",
@@ -235,21 +231,21 @@ def confusion_figure(run: runs.Run) -> Figure:
     """Return the run's row-normalised test confusion matrix."""
     pred = run.predictions
     names = class_names(run)
-    cm = viz.confusion(pred["y_true"], pred["y_pred"], len(names))
+    cm = metrics.confusion(pred["y_true"], pred["y_pred"], len(names))
     return viz.confusion_figure(cm, names, title=f"{run.params.id}: test confusion, {len(pred['y_true'])} images")
 
 
 def per_class(run: runs.Run) -> tuple[pd.DataFrame, Figure]:
     """Return the per-class test accuracy table (one row per class) and its bar chart."""
     pred = run.predictions
-    table = viz.per_class_accuracy(pred["y_true"], pred["y_pred"], class_names(run))
+    table = metrics.per_class_accuracy(pred["y_true"], pred["y_pred"], class_names(run))
     return table, viz.per_class_figure(table, title=f"{run.params.id}: per-class test accuracy")
 
 
 def most_confused(run: runs.Run, k: int = 10) -> pd.DataFrame:
     """Return the k most frequent test mistakes: true, predicted, count and % of the true class."""
     pred = run.predictions
-    top = viz.most_confused(pred["y_true"], pred["y_pred"], class_names(run), k=k)
+    top = metrics.most_confused(pred["y_true"], pred["y_pred"], class_names(run), k=k)
     top["% of true class"] = (100 * top.pop("share")).round(1)
     return top
 
@@ -257,7 +253,7 @@ def most_confused(run: runs.Run, k: int = 10) -> pd.DataFrame:
 def hardest_gallery(run: runs.Run, k: int = 16) -> Figure:
     """Return the k highest-loss test images with their true and predicted classes."""
     pred = run.predictions
-    idx = viz.highest_loss(pred["loss"], k)
+    idx = metrics.highest_loss(pred["loss"], k)
     images, labels = test_images(run, idx)
     names = class_names(run)
     titles, colors = [], []
@@ -278,12 +274,12 @@ def _cams(run: runs.Run, indices: Sequence[int], layer: str | None = None) -> tu
     x = model_input(model, images)
     target = model.get_submodule(layer or cam_layer(run))
     y_pred = run.predictions["y_pred"]
-    cams = [viz.grad_cam(model, x[j], target, int(y_pred[i])) for j, i in enumerate(indices)]
+    cams = [probing.grad_cam(model, x[j], target, int(y_pred[i])) for j, i in enumerate(indices)]
     return images, cams
 
 
 def _cam_layer_note(run: runs.Run) -> str:
-    layer, last = cam_layer(run), conv_layers(load_model(run))[-1]
+    layer, (last, _) = cam_layer(run), models.conv_layers(load_model(run))[-1]
     if layer == last:
         return f"the last conv layer ({last})"
     return f"{layer} (the last conv layer with a map of at least {MIN_CAM_SIDE}x{MIN_CAM_SIDE})"
@@ -407,11 +403,11 @@ def explore_figure(run: runs.Run, layer_name: str | None = None, image_index: in
     layer = model.get_submodule(layer_name)
     images, labels = test_images(run, [image_index])
     x = model_input(model, images)[0]
-    fmap = viz.capture_feature_maps(model, x, {layer_name: layer})[layer_name]
+    fmap = probing.capture_feature_maps(model, x, {layer_name: layer})[layer_name]
     channel = int(min(max(channel, 0), len(fmap) - 1))
     pred = run.predictions
     guess, true = int(pred["y_pred"][image_index]), int(labels[0])
-    cam = viz.grad_cam(model, x, layer, guess)
+    cam = probing.grad_cam(model, x, layer, guess)
     names = class_names(run)
     c, h, w = fmap.shape
     verdict = "right" if guess == true else "wrong"
@@ -469,9 +465,8 @@ class Explorer:
         try:
             run = self.run
             model = load_model(run)
-            layers = conv_layers(model)
-            self.layer_box.options = [(f"{i + 1}. {name} ({model.get_submodule(name).out_channels} ch)", name)
-                                      for i, name in enumerate(layers)]
+            self.layer_box.options = [(f"{i + 1}. {name} ({conv.out_channels} ch)", name)
+                                      for i, (name, conv) in enumerate(models.conv_layers(model))]
             self.layer_box.value = cam_layer(run)
             self.image_box.max = len(run.predictions["keys"]) - 1
             self.image_box.value = min(self.image_box.value, self.image_box.max)

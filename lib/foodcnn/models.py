@@ -313,6 +313,14 @@ def finish_pretrained(model: nn.Module, head_name: str, num_classes: int, freeze
     return model
 
 
+def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """Return (module path, layer) of every nn.Conv2d in registration order, which is forward order here."""
+    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no nn.Conv2d")
+    return convs
+
+
 def parameterised_layers(model: nn.Module, exclude: str | None = None) -> list[tuple[str, nn.Module]]:
     """Return the modules that own parameters directly, in definition order (the index of `every_nth:k`)."""
     out = []
@@ -337,7 +345,7 @@ def apply_freeze(model: nn.Module, policy: str, head_name: str) -> None:
     if policy == "conv1":
         for p in model.parameters():
             p.requires_grad_(True)
-        first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+        _, first = conv_layers(model)[0]
         for p in first.parameters():
             p.requires_grad_(False)
     elif policy.startswith("every_nth:"):

@@ -1,4 +1,8 @@
-"""Figures of trained models: first-layer filters, feature maps, curves, confusion, galleries and Grad-CAM."""
+"""Figures: first-layer filters, feature maps, curves, confusion, galleries and Grad-CAM overlays, each from data.
+
+What the figures show is computed elsewhere: probing.py looks inside a model (hooks, Grad-CAM), metrics.py sums
+up test predictions. Every function here takes tensors, arrays or tables and returns a matplotlib Figure.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,7 @@ import seaborn as sns
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
-from torch import Tensor, nn
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from torch import Tensor
 
 # One look for every figure: train is blue, validation orange, heatmaps use one colormap.
 TRAIN_COLOR = "#1f77b4"
@@ -59,22 +60,7 @@ def _to_hwc01(image: Tensor | np.ndarray) -> np.ndarray:
         x = x.expand(*x.shape[:-1], 3)
     return x.clamp(0, 1).numpy()
 
-
-def _device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 # --- first-layer filters (SPEC §5) -------------------------------------------------------------
-
-
-def first_conv(model: nn.Module) -> nn.Conv2d:
-    """Return the first nn.Conv2d in model.modules() order."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return module
-    raise ValueError(f"{type(model).__name__} has no nn.Conv2d")
-
 
 def filter_tiles(weight: Tensor) -> Tensor:
     """Return up to 64 filters of a (out, in, kh, kw) conv weight as (n, kh, kw, 3) RGB tiles in [0, 1]."""
@@ -149,53 +135,6 @@ def filters_overview(weights: dict[str, Tensor], ncols: int = 6, panel: float = 
 
 
 # --- feature maps (SPEC §5) --------------------------------------------------------------------
-
-
-def feature_layers(model: nn.Module, names: Sequence[str] | None = None) -> dict[str, nn.Module]:
-    """Return {label: module} for the first, a middle and the last conv layer (or the named modules).
-
-    The rule is the same for every family: list the nn.Conv2d modules in named_modules order
-    (registration order, which is forward order for Sequential stacks, VGG and ResNet), take the
-    first, the one at index len // 2 and the last; duplicates collapse for models with < 3 convs.
-    Labels read "first: conv1 (features.0)" — ordinal among the convs, then the module path.
-    ResNet18: conv1 (stem), layer3.0.conv1 (middle), layer4.1.conv2 (last).
-    Pass ``names`` (module paths such as "layer2.1.conv2") to pick layers explicitly.
-    """
-    if names is not None:
-        return {name: model.get_submodule(name) for name in names}
-    convs = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise ValueError(f"{type(model).__name__} has no nn.Conv2d")
-    roles = {0: "first", len(convs) // 2: "middle", len(convs) - 1: "last"}  # later roles win
-    return {f"{role}: conv{i + 1} ({convs[i][0]})": convs[i][1] for i, role in sorted(roles.items())}
-
-
-def capture_feature_maps(
-    model: nn.Module, image: Tensor, layers: dict[str, nn.Module]
-) -> dict[str, Tensor]:
-    """Return {label: (C, H, W) output} of each layer for one (3, H, W) image, via forward hooks."""
-    maps: dict[str, Tensor] = {}
-
-    def keep(label: str):
-        def hook(_module, _inputs, output):
-            if label not in maps:  # a module called twice keeps its first output
-                maps[label] = output[0].detach().cpu()
-
-        return hook
-
-    batch = (image.unsqueeze(0) if image.ndim == 3 else image[:1]).to(_device(model))
-    was_training = model.training
-    handles = []
-    try:
-        handles = [m.register_forward_hook(keep(label)) for label, m in layers.items()]
-        model.eval()
-        with torch.no_grad():
-            model(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    return {label: maps[label] for label in layers}
 
 
 def normalise_maps(maps: Tensor) -> Tensor:
@@ -344,19 +283,6 @@ def curves_grid(runs: dict[str, pd.DataFrame], ncols: int = 3, title: str = "") 
 
 # --- confusion and per-class accuracy ----------------------------------------------------------
 
-
-def confusion(
-    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, num_classes: int
-) -> np.ndarray:
-    """Return the (num_classes, num_classes) confusion matrix, rows (true class) summing to 1."""
-    true = np.asarray(y_true, dtype=int)
-    pred = np.asarray(y_pred, dtype=int)
-    counts = np.zeros((num_classes, num_classes), dtype=float)
-    np.add.at(counts, (true, pred), 1)
-    rows = counts.sum(axis=1, keepdims=True)
-    return np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
-
-
 def confusion_figure(cm: np.ndarray, class_names: Sequence[str], title: str = "Confusion matrix") -> Figure:
     """Return a heatmap of a row-normalised confusion matrix, cells annotated in percent."""
     n = len(class_names)
@@ -393,20 +319,6 @@ def confusion_figure(cm: np.ndarray, class_names: Sequence[str], title: str = "C
     ax.set_title(f"{title} (rows sum to 100 %)")
     return fig
 
-
-def per_class_accuracy(
-    y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray, class_names: Sequence[str]
-) -> pd.DataFrame:
-    """Return a table with one row per class: class, n, correct, accuracy (in [0, 1])."""
-    true = np.asarray(y_true, dtype=int)
-    pred = np.asarray(y_pred, dtype=int)
-    k = len(class_names)
-    n = np.bincount(true, minlength=k)
-    correct = np.bincount(true[true == pred], minlength=k)
-    acc = np.divide(correct, n, out=np.full(k, np.nan), where=n > 0)
-    return pd.DataFrame({"class": list(class_names), "n": n, "correct": correct, "accuracy": acc})
-
-
 def per_class_figure(table: pd.DataFrame, title: str = "Per-class accuracy") -> Figure:
     """Return a horizontal bar chart of a per_class_accuracy table, best class on top."""
     rows = table.sort_values("accuracy")
@@ -425,50 +337,7 @@ def per_class_figure(table: pd.DataFrame, title: str = "Per-class accuracy") -> 
     ax.grid(axis="x", alpha=0.3)
     return fig
 
-
-def most_confused(
-    y_true: Sequence[int] | np.ndarray,
-    y_pred: Sequence[int] | np.ndarray,
-    class_names: Sequence[str],
-    k: int = 10,
-) -> pd.DataFrame:
-    """Return the k most frequent mistakes as columns true, predicted, count, share (of the true class)."""
-    true = np.asarray(y_true, dtype=int)
-    pred = np.asarray(y_pred, dtype=int)
-    wrong = true != pred
-    pairs = pd.DataFrame({"t": true[wrong], "p": pred[wrong]})
-    counts = pairs.value_counts().rename("count").reset_index()
-    per_class = np.bincount(true, minlength=len(class_names))
-    counts["share"] = counts["count"] / per_class[counts["t"].to_numpy()]
-    counts = counts.sort_values(["count", "t", "p"], ascending=[False, True, True]).head(k)
-    names = np.asarray(class_names, dtype=object)
-    return pd.DataFrame(
-        {
-            "true": names[counts["t"].to_numpy()],
-            "predicted": names[counts["p"].to_numpy()],
-            "count": counts["count"].to_numpy(),
-            "share": counts["share"].to_numpy(),
-        }
-    )
-
-
 # --- galleries ---------------------------------------------------------------------------------
-
-
-def highest_loss(losses: np.ndarray, k: int = 16) -> np.ndarray:
-    """Return the indices of the k largest losses, largest first."""
-    values = np.asarray(losses, dtype=float)
-    return np.argsort(-values, kind="stable")[:k]
-
-
-def denormalise(
-    x: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
-) -> Tensor:
-    """Return normalised (3, H, W) or (N, 3, H, W) input mapped back to displayable [0, 1]."""
-    shape = (3, 1, 1)
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(shape)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(shape)
-    return (x * s + m).clamp(0, 1)
 
 
 def image_gallery(
@@ -497,63 +366,7 @@ def image_gallery(
     return fig
 
 
-# --- Grad-CAM ----------------------------------------------------------------------------------
-
-
-def _grad_cam(
-    model: nn.Module, image: Tensor, target_layer: nn.Module | None, class_idx: int | None
-) -> tuple[np.ndarray, Tensor]:
-    """Return (cam (H, W) in [0, 1], logits (num_classes,)) for one normalised (3, H, W) image."""
-    if target_layer is None:
-        target_layer = [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1]
-    captured: dict[str, Tensor] = {}
-
-    def hook(_module, _inputs, output):
-        if "act" in captured:
-            return None
-        # Cut the graph here and start a fresh leaf: gradients w.r.t. the activation need no
-        # parameter to require grad (frozen models work), and nothing upstream is computed.
-        # The clone keeps the leaf intact when an in-place ReLU follows (VGG16).
-        act = output.detach().requires_grad_(True)
-        captured["act"] = act
-        return act.clone()
-
-    batch = (image.unsqueeze(0) if image.ndim == 3 else image[:1]).to(_device(model))
-    was_training = model.training
-    handle = target_layer.register_forward_hook(hook)
-    try:
-        model.eval()
-        with torch.enable_grad():
-            logits = model(batch)[0]
-            index = int(logits.argmax()) if class_idx is None else int(class_idx)
-            # autograd.grad, not backward(): no parameter .grad is touched.
-            (grads,) = torch.autograd.grad(logits[index], captured["act"])
-    finally:
-        handle.remove()
-        model.train(was_training)
-    act = captured["act"].detach()
-    weights = grads.mean(dim=(2, 3), keepdim=True)  # alpha_k: global-average-pooled gradients
-    cam = F.relu((weights * act).sum(dim=1, keepdim=True))
-    # Normalise the coarse map, then upsample (bilinear stays in [0, 1]): upsampling first would turn a
-    # constant map (a 1x1 last layer) into rounding noise that min-max scaling blows up into speckles.
-    low, high = cam.min(), cam.max()
-    cam = (cam - low) / (high - low) if high > low else torch.zeros_like(cam)
-    cam = F.interpolate(cam, size=batch.shape[-2:], mode="bilinear", align_corners=False)[0, 0].clamp(0, 1)
-    return cam.cpu().numpy().astype(np.float32), logits.detach().cpu()
-
-
-def grad_cam(
-    model: nn.Module,
-    image: Tensor,
-    target_layer: nn.Module | None = None,
-    class_idx: int | None = None,
-) -> np.ndarray:
-    """Return the Grad-CAM map (H, W) in [0, 1] of one normalised (3, H, W) image.
-
-    Target layer defaults to the last nn.Conv2d, the class to the predicted one. The model is run
-    in eval mode and its training flag, hooks and parameters (requires_grad, .grad) are left as found.
-    """
-    return _grad_cam(model, image, target_layer, class_idx)[0]
+# --- Grad-CAM overlays --------------------------------------------------------------------------
 
 
 def cam_overlay(image: Tensor, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -605,35 +418,6 @@ def cam_figure(
     if title:
         fig.suptitle(title)
     return fig
-
-
-def cam_rows(
-    models: dict[str, nn.Module],
-    images: Tensor | dict[str, Tensor],
-    class_names: Sequence[str],
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-    target_layers: dict[str, nn.Module] | None = None,
-) -> tuple[dict[str, list[np.ndarray]], dict[str, list[str]]]:
-    """Return (overlays, titles) per model for side_by_side: each image's Grad-CAM, titled by the prediction.
-
-    ``images`` is one (N, 3, H, W) normalised batch shared by all models, or one batch per model
-    name where models were trained at different sizes.
-    """
-    panels: dict[str, list[np.ndarray]] = {}
-    titles: dict[str, list[str]] = {}
-    for name, model in models.items():
-        batch = images[name] if isinstance(images, dict) else images
-        layer = (target_layers or {}).get(name)
-        panels[name], titles[name] = [], []
-        for x in batch:
-            cam, logits = _grad_cam(model, x, layer, None)
-            prob = logits.softmax(0)
-            pred = int(prob.argmax())
-            panels[name].append(cam_overlay(denormalise(x.cpu(), mean, std), cam))
-            titles[name].append(f"{_pretty(class_names[pred])} ({100 * prob[pred]:.0f} %)")
-    return panels, titles
-
 
 def side_by_side(
     panels: dict[str, list[np.ndarray]],
