@@ -135,3 +135,13 @@ def test_a_gpu_goes_to_the_next_run_only_once_its_run_ended():
     pool.release(a)
     pool.release(b)
     assert pool.acquire() == b  # b's GPU now carries nobody, a's still one run
+
+
+def test_each_row_goes_to_its_family_notebook():
+    rows = batch.catalogue(ROOT / "params")
+    notebook = {rid: batch.notebook_for(params.load(path)) for rid, path in rows.items()}
+    assert notebook["a_baseline"] == notebook["b_baseline"] == "baseline.ipynb"
+    assert {notebook[r] for r in ("a_new_ini", "b_custom1", "b_custom3", "a_new_arc", "b_custom7")} == {"custom.ipynb"}
+    assert notebook["a_vgg16"] == notebook["b_vgg5"] == "vgg.ipynb"
+    assert notebook["a_resnet18"] == notebook["b_resnet6"] == "resnet.ipynb"
+    assert notebook["x_effnet_stock"] == "transfer.ipynb"

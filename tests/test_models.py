@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -190,3 +192,45 @@ def test_fetch_puts_weights_where_build_reads_them(tmp_path, monkeypatch):
     assert len(urls) == 3
     monkeypatch.delenv("FOODCNN_ALLOW_DOWNLOAD", raising=False)
     assert models.build("resnet18", pretrained="required").weights_source == "ImageNet (resnet18-f37072fd.pth)"
+
+
+# --- what the registry answers about each model -------------------------------------------------
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@pytest.mark.parametrize("name", models.names())
+def test_every_registered_model_has_its_facts(name):
+    entry = models.entry(name)
+    assert (NOTEBOOKS / entry.notebook).is_file()
+    assert len(entry.mean) == len(entry.std) == 3
+    if entry.family == "pretrained":  # the head the builder replaced is where the registry says
+        model = models.build(name, num_classes=7, pretrained="none", freeze="head")
+        assert model.head_name == entry.head and model.get_submodule(entry.head).out_features == 7
+        assert models.input_normalisation(model) == (entry.mean, entry.std)
+    else:
+        assert entry.head is None and entry.channels_last_from_px is None
+
+
+def test_registration_order_is_the_spec_order():
+    assert models.in_order() == ["baseline", "custom_a", "custom_b", "vgg16", "vgg16_bn", "resnet18",
+                                 "efficientnet_lite0"]
+
+
+def test_efficientnet_keeps_its_own_input_normalisation():
+    # its weights were trained on (pixel - 127) / 128, not ImageNet's mean/std (effnet.py)
+    mean, std = models.input_normalisation(models.build("efficientnet_lite0", pretrained="none"))
+    assert mean == (127 / 255,) * 3 and std == (128 / 255,) * 3
+    assert models.input_normalisation(models.build("baseline")) == (models.IMAGENET_MEAN, models.IMAGENET_STD)
+    assert models.input_normalisation(nn.Conv2d(3, 3, 1)) == (models.IMAGENET_MEAN, models.IMAGENET_STD)
+
+
+@pytest.mark.parametrize("name,size,expected", [
+    ("baseline", 224, False), ("custom_b", 103, False), ("vgg16_bn", 32, True), ("efficientnet_lite0", 32, True),
+    ("resnet18", 32, False), ("resnet18", 64, False), ("resnet18", 96, True), ("resnet18", 224, True),
+])
+def test_channels_last_where_it_pays_on_cpu(name, size, expected):
+    from foodcnn import train
+
+    assert train.channels_last_pays(name, torch.device("cpu"), size) is expected
+    assert train.channels_last_pays(name, torch.device("cuda"), size)  # tensor cores: always

@@ -24,14 +24,9 @@ PATH_KEYS = ("data_root", "runs_dir", "cache_dir", "weights_path")
 
 def notebook_for(p: params.Params) -> str:
     """Return the notebook file name that runs a catalogue row (one notebook per experiment kind)."""
-    if models.family(p.model) == "small":
-        plain = p.model == "baseline" and not (p.extra_convs or p.extra_pool_after)
-        return "baseline.ipynb" if plain and p.id.endswith("baseline") else "custom.ipynb"
-    if p.model.startswith("vgg"):
-        return "vgg.ipynb"
-    if p.model.startswith("resnet"):
-        return "resnet.ipynb"
-    return "transfer.ipynb"
+    notebook = models.entry(p.model).notebook
+    plain = p.id.endswith("baseline") and not (p.extra_convs or p.extra_pool_after)
+    return "custom.ipynb" if notebook == "baseline.ipynb" and not plain else notebook
 
 
 def catalogue(params_dir: str | Path = "params") -> dict[str, Path]:

@@ -14,8 +14,6 @@ from torch import Tensor, nn
 
 from . import checkpoints, data, metrics, models, probing, report, runs, transforms, viz
 
-# The model families the report shows one representative of, in the report's order (SPEC §2).
-FAMILIES = ("baseline", "custom_a", "custom_b", "vgg16", "vgg16_bn", "resnet18", "efficientnet_lite0")
 RIGHT, WRONG = "#1a7f37", "#c62828"  # caption colours: correct / wrong prediction
 # Grad-CAM needs a map that can say "where": at the demo profile's small inputs the last conv layer of
 # several models is 1x1 or 2x2, so the target is the last conv layer with at least this many rows and
@@ -346,7 +344,7 @@ def representatives(study_results: pd.DataFrame) -> list[str]:
         return []
     df = study_results[(study_results["seed"] == 0) & study_results["status"].isin(runs.FINISHED)
                        & study_results["test_acc"].notna()]
-    order = list(FAMILIES) + [m for m in dict.fromkeys(df["model"]) if m not in FAMILIES]
+    order = models.in_order() + [m for m in dict.fromkeys(df["model"]) if m not in models.in_order()]
     out = []
     for family in order:
         rows = df[df["model"] == family]

