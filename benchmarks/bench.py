@@ -2,7 +2,7 @@
 
     python benchmarks/bench.py                 # CPU: every family at the demo size and 224 px (~6 min, 2 idle cores)
     python benchmarks/bench.py --quick         # a smoke run: fewer steps, 224 px for resnet18 only
-    python benchmarks/bench.py --only-patches  # candidate library patches (the other memory format, bf16 on CPU, ...) only
+    python benchmarks/bench.py --only-patches  # candidate library patches (the other memory format, 1 thread) only
     python benchmarks/bench.py --device cuda   # GPU: images/s at 224 px with AMP + the paper catalogue's wall time
 
 Both loops run in one bench run, side by side, on the same model, data, batch size and number of
@@ -57,7 +57,6 @@ class Plan:
     big_models: list[str] | None = None  # None: all but SKIP_ON_CPU_224
     frozen_steps: tuple[int, int] = (2, 8)
     patches: bool = False
-    patched_column: bool = False  # ours with bf16 autocast for the small CNNs (pays only with native bf16)
 
 
 def at_224(plan: Plan, name: str) -> bool:
@@ -80,21 +79,17 @@ def scratch_rows(s: Setup, names: list[str], plan: Plan) -> tuple[list[list[Any]
                 continue
             freeze = "none"  # from scratch (small CNNs) or fine-tune all (pretrained)
             s.split(size)
-            ref, ours, ours_p = [], [], []
+            ref, ours = [], []
             with helpers(s) as (rp, op):
                 for _ in range(rounds):  # alternate, so that a change in machine load hits both
                     ref.append(rp.call("measure_reference", name, size, batch, w, k, freeze))
                     ours.append(op.call("measure_ours", name, size, batch, w, k, freeze))
-                    if size_kind == "demo" and plan.patched_column:
-                        ours_p.append(op.call("measure_ours_cpu_patch", name, size, batch, w, k))
             r, o = combine(ref), combine(ours)
             ratio = o["images_per_s"] / r["images_per_s"]
-            ratio_p = combine(ours_p)["images_per_s"] / r["images_per_s"] if ours_p else float("nan")
             rows.append([name, size, batch, r["images_per_s"], o["images_per_s"], f"{ratio:.2f}x",
-                         pct(r["data_wait_share"]), pct(o["data_wait_share"]), r["peak_mb"], o["peak_mb"],
-                         f"{ratio_p:.2f}x" if ours_p else "-"])
+                         pct(r["data_wait_share"]), pct(o["data_wait_share"]), r["peak_mb"], o["peak_mb"]])
             if size_kind == "demo":
-                at_demo[name] = {"ratio": ratio, "ratio_patched": ratio_p, "ours_wait": o["data_wait_share"]}
+                at_demo[name] = {"ratio": ratio, "ours_wait": o["data_wait_share"]}
             print(f"  {name} @{size}px: reference {r['images_per_s']:.1f} img/s, ours {o['images_per_s']:.1f} img/s "
                   f"({ratio:.2f}x)", flush=True)
     return rows, at_demo
@@ -187,13 +182,11 @@ def patch_rows(s: Setup, names: list[str], plan: Plan) -> list[list[Any]]:
         with helpers(s, reference=False) as (_, op):
             base = op.call("measure_ours", name, size, batch, w, k)
             cl = op.call("measure_ours", name, size, batch, w, k, channels_last=other)
-            bf = op.call("measure_ours", name, size, batch, w, k, amp=True, bf16=True)
-            clbf = op.call("measure_ours", name, size, batch, w, k, channels_last=other, amp=True, bf16=True)
             one = op.call("measure_ours", name, size, batch, w, k, threads=1)
             base2 = op.call("measure_ours", name, size, batch, w, k)  # again, to show the noise
         b = (base["images_per_s"] + base2["images_per_s"]) / 2
         rows.append([name, size, f"{base['images_per_s']:.1f} / {base2['images_per_s']:.1f}",
-                     *(f"{r['images_per_s']:.1f} ({r['images_per_s'] / b:.2f}x)" for r in (cl, bf, clbf, one))])
+                     *(f"{r['images_per_s']:.1f} ({r['images_per_s'] / b:.2f}x)" for r in (cl, one))])
         print(f"  patches {name}: done", flush=True)
     return rows
 
@@ -215,8 +208,7 @@ def wide_rows(s: Setup, names: list[str]) -> list[list[Any]]:
 
 def print_patches(prow: list, names: list[str], s: Setup) -> None:
     print("\n== Candidate library patches, ours at the demo size (training img/s; ratio to the library as it is)")
-    print(table(["model", "px", "library (twice)", "other memory format", "bf16 autocast", "other format+bf16",
-                 "1 thread"], prow))
+    print(table(["model", "px", "library (twice)", "other memory format", "1 thread"], prow))
     print("\n== `wide` augmentation (transforms.Wide, per image on uint8 CPU tensors), ms per image")
     print(table(["px", f"library ({torch.get_num_threads()} threads)", "1 thread"], wide_rows(s, names)))
 
@@ -270,9 +262,7 @@ def run_cpu(args: argparse.Namespace) -> None:
           f"of {d} warm-up + {w} timed steps; batch {plan.big_batch} at 224 px, {plan.big_steps[0]} warm-up + {k} "
           "timed)")
     print(table(["model", "px", "batch", "ref img/s", "ours img/s", "ours/ref", "ref data wait", "ours data wait",
-                 "ref peak MB", "ours peak MB", "patched/ref"], rows))
-    if plan.patched_column:
-        print("patched/ref: ours with bf16 autocast for the small CNNs against the same reference steps")
+                 "ref peak MB", "ours peak MB"], rows))
     skipped = [n for n in names if not at_224(plan, n)]
     if skipped:
         print(f"(224 px on CPU left out for {', '.join(skipped)}: too slow for `make bench` on 2 cores)")
@@ -305,8 +295,6 @@ def run_cpu(args: argparse.Namespace) -> None:
     frozen_speedup = geomean(list(speedups.values()))
     scratch_speedup = geomean([v["ratio"] for v in at_demo.values()])
     wait = geomean([v["ours_wait"] for v in at_demo.values()])
-    if plan.patched_column:
-        print(f"with bf16 small CNNs: scratch_speedup={geomean([v['ratio_patched'] for v in at_demo.values()]):.2f}")
     print(f"frozen_speedup: a first frozen-backbone run of {epochs} epochs, caches empty; scratch_speedup, data_wait: training steps "
           "at the demo size (geometric means over the model families)")
     print(f"frozen_speedup={frozen_speedup:.1f} scratch_speedup={scratch_speedup:.2f} data_wait={100 * wait:.1f}%")
@@ -325,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, help="epochs a frozen-backbone run amortises its one-off pass over "
                                                "(default: the paper profile's, 25)")
     ap.add_argument("--patches", action=argparse.BooleanOptionalAction, default=None,
-                    help="also measure candidate library patches: the other memory format and bf16 autocast on CPU, "
+                    help="also measure candidate library patches: the other memory format and one thread on CPU, "
                          "inference_mode and a larger batch for the feature pass (adds ~5 min on 2 cores)")
     ap.add_argument("--only-patches", action="store_true", help="measure only the candidate library patches")
     ap.add_argument("--size", type=int, help="image size of the --device cuda table (default 224)")

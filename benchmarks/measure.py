@@ -267,26 +267,6 @@ def train_one_epoch_nosync(net, stream, optimizer, generator, device, amp, progr
             "acc": correct.item() / max(seen, 1), "images": seen, "seconds": time.perf_counter() - t0}
 
 
-def cpu_bf16_autocast(device: torch.device, amp: bool):
-    """Candidate patch of train._autocast: bf16 autocast on CPU too (native on AVX512-BF16/AMX CPUs)."""
-    if amp and device.type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
-
-
-def measure_ours_cpu_patch(s: "Setup", name: str, size: int, batch: int, warmup: int, steps: int) -> dict:
-    """Return measure_ours with a candidate CPU patch: bf16 autocast for the small CNNs.
-
-    It pays only on CPUs with native bf16 (AVX512-BF16, AMX); on an AVX2 CPU it is ~10x slower (bench.py --patches).
-    """
-    if models.family(name) == "small":
-        with patched(train, "_autocast", cpu_bf16_autocast):
-            return measure_ours(s, name, size, batch, warmup, steps, amp=True)
-    return measure_ours(s, name, size, batch, warmup, steps)
-
-
 @contextlib.contextmanager
 def patched(obj: Any, name: str, value: Any) -> Iterator[None]:
     """Temporarily replace obj.name (a candidate library patch measured in place)."""
@@ -505,11 +485,10 @@ class Helper:
             raise RuntimeError(f"in a bench helper process:\n{value}")
         return value
 
-    def call(self, fn: str, *args: Any, threads: int | None = None, bf16: bool = False, **kwargs: Any) -> dict:
-        """Return measure.<fn>(setup, *args, **kwargs) run in the helper (`threads`: torch threads for this call;
-        `bf16`: with the candidate bf16 autocast patch)."""
+    def call(self, fn: str, *args: Any, threads: int | None = None, **kwargs: Any) -> dict:
+        """Return measure.<fn>(setup, *args, **kwargs) run in the helper (`threads`: torch threads for this call)."""
         self.ready()
-        self.conn.send((fn, args, kwargs, threads, bf16))
+        self.conn.send((fn, args, kwargs, threads))
         return self._answer()
 
     def close(self) -> None:
@@ -556,14 +535,12 @@ def _helper_main(conn: Any, subset: data.Subset, demo: params.Params, cache_dir:
             return
         if msg is None:
             return
-        fn, args, kwargs, threads, bf16 = msg
+        fn, args, kwargs, threads = msg
         try:
             with contextlib.ExitStack() as stack:
                 if threads is not None:
                     stack.callback(torch.set_num_threads, torch.get_num_threads())
                     torch.set_num_threads(threads)
-                if bf16:
-                    stack.enter_context(patched(train, "_autocast", cpu_bf16_autocast))
                 result = globals()[fn](s, *args, **kwargs)
             conn.send(("ok", result))
         except Exception:  # noqa: BLE001 - reported to the parent

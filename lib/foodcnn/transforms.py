@@ -23,13 +23,13 @@ def hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Te
 class Wide:
     """Report B's Table 5, batched: RandomResizedCrop, h/v flips, RandomRotation(45), RandomAffine(45), ColorJitter.
 
-    The same chain as torchvision's v2 transforms applied image by image (WideV2), with the same parameter
+    The same chain as torchvision's v2 transforms applied image by image, with the same parameter
     distributions, each image drawing its own, but computed for the whole batch at once on its device: the
     geometry as one bilinear grid_sample (one resampling where the chain resampled three times, the rotations
     with nearest neighbour; their zero fill kept as in the chain), the colour jitter
     as batched blends in each image's own random order. The draws come from the batch's generator on the CPU,
-    so runs stay reproducible and resumable on any device. WideV2's per-image chain took 1.7 ms an image at
-    32 px and 7.7 ms at 224 px on this project's 2-core CPU, and launches dozens of small kernels an image on a GPU.
+    so runs stay reproducible and resumable on any device. The per-image chain is several times slower on a
+    CPU (README, speed) and launches dozens of small kernels an image on a GPU.
     """
 
     SCALE, RATIO, DEGREES = (0.08, 1.0), (3 / 4, 4 / 3), 45.0
@@ -152,30 +152,6 @@ class Wide:
         prm = self.draw(x.shape[0], generator)
         y = self.geometry(x.float() / 255.0, prm)
         return (self.colour(y, prm) * 255.0).round().clamp(0, 255).to(torch.uint8)
-
-
-class WideV2:
-    """Report B's Table 5 as torchvision's v2 chain, image by image (the reference Wide is checked against)."""
-
-    def __init__(self, size: int):
-        from torchvision.transforms import v2  # imported here: torchvision costs seconds at kernel start
-
-        self.tf = v2.Compose([
-            v2.RandomResizedCrop(size, antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.RandomVerticalFlip(),
-            v2.RandomRotation(Wide.DEGREES),
-            v2.RandomAffine(Wide.DEGREES),
-            v2.ColorJitter(**COLOR_JITTER),
-        ])
-
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if generator is not None:
-            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                return torch.stack([self.tf(img) for img in x])
-        return torch.stack([self.tf(img) for img in x])
 
 
 def make(name: str, size: int) -> Augment | None:
