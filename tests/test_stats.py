@@ -62,9 +62,11 @@ def test_mcnemar_no_discordant_pairs_gives_p_one():
 
 
 @pytest.mark.parametrize("k,n", [(0, 1), (2, 12), (5, 10), (10, 10), (40, 200), (700, 3000)])
-def test_binomial_tail_matches_exact_integers(k, n):
-    exact = sum(math.comb(n, j) for j in range(k + 1)) / 2**n
-    assert stats.binom_cdf_half(k, n) == pytest.approx(exact, rel=1e-9, abs=1e-300)
+def test_mcnemar_p_matches_exact_integers(k, n):
+    # k images only the first model gets right, n - k only the second: p = 2 P(X <= min) under Binomial(n, 1/2)
+    exact = min(1.0, 2 * sum(math.comb(n, j) for j in range(min(k, n - k) + 1)) / 2**n)
+    first = np.r_[np.ones(k, bool), np.zeros(n - k, bool)]
+    assert stats.mcnemar(first, ~first).p_value == pytest.approx(exact, rel=1e-9, abs=1e-300)
 
 
 def test_mcnemar_large_counts_do_not_overflow():
@@ -206,7 +208,8 @@ def test_seed_summary_mean_and_std():
     assert s.loc["base", "test_loss_mean"] == pytest.approx(1.9)
     assert np.isnan(s.loc["pool", "test_acc_std"])
     assert s.loc["base", "test_acc_pm"] == "42.00 ± 2.00"
-    assert s.loc["pool", "test_acc_pm"] == "47.00 (1 seed)"
+    assert s.loc["pool", "test_acc_pm"] == "47.00"  # one seed: no sd (n_seeds says so)
+    assert stats.mean_sd(float("nan"), float("nan")) == "—" and stats.mean_sd(1.9, 0.01, 3) == "1.900 ± 0.010"
     assert s.loc["pool", "parent"] == "base"
 
 

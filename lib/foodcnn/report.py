@@ -174,12 +174,7 @@ def table(study: Study, report: str) -> pd.DataFrame:
 
 
 def _pm(values: pd.Series) -> str:
-    v = values.dropna()
-    if len(v) == 0:
-        return "—"
-    if len(v) == 1:
-        return f"{v.iloc[0]:.2f}"
-    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
+    return stats.mean_sd(values.mean(), values.std(ddof=1))
 
 
 def _delta_style(v: Any) -> str:
@@ -389,16 +384,10 @@ def seed_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
     s = stats.seed_summary(study.results)
     out = pd.DataFrame({"id": s["id"], "seeds": s["n_seeds"]})
     for m, label in (("train_acc", "train %"), ("val_acc", "val %"), ("test_acc", "test %")):
-        out[label] = [_fmt_ms(100 * a, 100 * b) for a, b in zip(s[f"{m}_mean"], s[f"{m}_std"])]
-    out["test loss"] = [_fmt_ms(a, b, 3) for a, b in zip(s["test_loss_mean"], s["test_loss_std"])]
+        out[label] = [stats.mean_sd(100 * a, 100 * b) for a, b in zip(s[f"{m}_mean"], s[f"{m}_std"])]
+    out["test loss"] = [stats.mean_sd(a, b, 3) for a, b in zip(s["test_loss_mean"], s["test_loss_std"])]
     out["scale"] = out["id"].map(scales(study))
     return out.style.hide(axis="index").set_caption(SCALE_NOTE)
-
-
-def _fmt_ms(mean: float, std: float, digits: int = 2) -> str:
-    if pd.isna(mean):
-        return "—"
-    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def pair_scale(scale: dict[str, str], child: str, parent: str) -> str:

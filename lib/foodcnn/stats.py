@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
 
 from . import synth
 
@@ -94,18 +94,6 @@ def runs_data_kind(results: pd.DataFrame, ids: tuple[str, ...] | list[str]) -> s
 # --------------------------------------------------------------------------- significance tests
 
 
-def binom_cdf_half(k: int, n: int) -> float:
-    """Return P(X <= k) for X ~ Binomial(n, 1/2), summed exactly in log space."""
-    if k < 0:
-        return 0.0
-    if k >= n:
-        return 1.0
-    j = np.arange(1, k + 1, dtype=np.float64)
-    log_comb = np.concatenate([[0.0], np.cumsum(np.log(n - j + 1) - np.log(j))])  # log C(n, 0..k)
-    top = log_comb.max()
-    return float(min(1.0, math.exp(top + math.log(np.exp(log_comb - top).sum()) - n * math.log(2))))
-
-
 def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemarResult:
     """Return McNemar's exact test of two classifiers scored on the same images."""
     right_a = np.asarray(correct_a, dtype=bool).ravel()
@@ -118,14 +106,12 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemarResult:
     if n == 0:
         return McNemarResult(b, c, 0.0, 1.0)
     statistic = max(abs(b - c) - 1, 0) ** 2 / n
-    p = min(1.0, 2.0 * binom_cdf_half(min(b, c), n))
-    return McNemarResult(b, c, float(statistic), p)
+    p = binomtest(min(b, c), n, 0.5).pvalue  # exact, two-sided: 2 P(X <= min(b, c)), at most 1
+    return McNemarResult(b, c, float(statistic), float(p))
 
 
 def above_chance_p(correct: int, n: int, num_classes: int) -> float:
     """Return the exact one-sided binomial p of `correct` right out of n when guessing gets 1/num_classes right."""
-    from scipy.stats import binomtest
-
     if n <= 0 or num_classes < 1:
         return float("nan")
     return float(binomtest(int(correct), int(n), 1.0 / num_classes, alternative="greater").pvalue)
@@ -279,13 +265,11 @@ def compare(
 # --------------------------------------------------------------------------- tables
 
 
-def _fmt_pm(mean: float, std: float) -> str:
-    """Return "mean ± sd" of a fraction in percent, or the mean alone with "(1 seed)"."""
-    if np.isnan(mean):
-        return ""
-    if np.isnan(std):
-        return f"{100 * mean:.2f} (1 seed)"
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+def mean_sd(mean: float, std: float, digits: int = 2) -> str:
+    """Return "mean ± sd", the mean alone where sd is NaN (one seed), or "—" where there is no mean."""
+    if pd.isna(mean):
+        return "—"
+    return f"{mean:.{digits}f}" if pd.isna(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def seed_summary(results: pd.DataFrame) -> pd.DataFrame:
@@ -299,7 +283,7 @@ def seed_summary(results: pd.DataFrame) -> pd.DataFrame:
         out[f"{m}_mean"] = groups[m].mean()
         out[f"{m}_std"] = groups[m].std(ddof=1)  # NaN for a single seed
     if "test_acc" in metrics:
-        out["test_acc_pm"] = [_fmt_pm(m, s) for m, s in zip(out["test_acc_mean"], out["test_acc_std"])]
+        out["test_acc_pm"] = [mean_sd(100 * m, 100 * s) for m, s in zip(out["test_acc_mean"], out["test_acc_std"])]
     return out.reset_index()
 
 
