@@ -1,0 +1,133 @@
+"""The library's layers: each module imports only from its own layer or those below, and no imports go round in a circle.
+
+LAYERS is the one place that says which layer a module belongs to. Moving modules into folders changes only
+its keys (a module is named by its dotted path under lib/foodcnn, e.g. "engine.train"). A module that is not in
+LAYERS fails the test with a message that names it: a new module is placed in a layer on purpose, in the same
+change that adds it. A key whose file does not exist (yet) is ignored.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lib" / "foodcnn"
+ORDER = ("leaf", "engine", "view", "orchestration")
+LAYERS = {
+    # leaves: no other layer; each owns one concern
+    "__init__": "leaf", "allocator": "leaf", "atomic": "leaf", "checkpoints": "leaf", "data": "leaf",
+    "effnet": "leaf", "metrics": "leaf", "models": "leaf", "params": "leaf", "probing": "leaf", "runs": "leaf",
+    "stats": "leaf", "synth": "leaf", "transforms": "leaf", "viz": "leaf",
+    # engine: training one run
+    "features": "engine", "train": "engine",
+    # views: run directories turned into tables and pictures
+    "insight": "view", "report": "view",
+    # orchestration: papermill, nbconvert, Chromium, the command line
+    "__main__": "orchestration", "batch": "orchestration", "executors": "orchestration",
+    "rendering": "orchestration",
+}
+
+
+def module_name(path: Path) -> str:
+    """Return the dotted name of a library file under PACKAGE ("train", "engine.train"; a package's __init__ by its folder)."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
+
+
+def library_modules() -> dict[str, Path]:
+    """Return every module of the library by dotted name."""
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(name: str, path: Path, known: set[str]) -> list[tuple[str, int]]:
+    """Return (library module, line) for every import of the library in one file, at any depth (lazy ones too)."""
+    is_package = path.name == "__init__.py" and name != "__init__"
+    package = name.split(".") if is_package else name.split(".")[:-1]
+    found = []
+
+    def resolve(dotted: str, line: int) -> None:
+        target = dotted if dotted in known else "__init__" if dotted == "" else None
+        if target is None and dotted.rpartition(".")[0] in known:  # `from .pkg import name`: the name is an attribute
+            target = dotted.rpartition(".")[0]
+        if target is not None and target != name:
+            found.append((target, line))
+
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                stem = ".".join(base + (node.module.split(".") if node.module else []))
+            elif node.module and (node.module == "foodcnn" or node.module.startswith("foodcnn.")):
+                stem = node.module.removeprefix("foodcnn").lstrip(".")
+            else:
+                continue
+            for alias in node.names:
+                sub = f"{stem}.{alias.name}" if stem else alias.name
+                resolve(sub if sub in known else stem, node.lineno)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("foodcnn."):
+                    resolve(alias.name.removeprefix("foodcnn."), node.lineno)
+    return found
+
+
+def graph() -> dict[str, list[tuple[str, int]]]:
+    """Return each library module's imports of other library modules."""
+    mods = library_modules()
+    return {name: imports(name, path, set(mods)) for name, path in mods.items()}
+
+
+def test_every_module_has_a_layer():
+    unplaced = sorted(set(library_modules()) - set(LAYERS))
+    assert not unplaced, (f"lib/foodcnn modules without a layer: {', '.join(unplaced)}. Add each to LAYERS in "
+                          f"tests/test_layers.py as one of {', '.join(ORDER)} (what it may import decides which)")
+
+
+def test_no_module_imports_a_higher_layer():
+    rank = {layer: i for i, layer in enumerate(ORDER)}
+    upward = []
+    for name, targets in graph().items():
+        if name not in LAYERS:
+            continue  # reported by test_every_module_has_a_layer
+        for target, line in targets:
+            if target in LAYERS and rank[LAYERS[target]] > rank[LAYERS[name]]:
+                upward.append(f"{name}.py:{line} imports {target} ({LAYERS[name]} -> {LAYERS[target]})")
+    assert not upward, "imports from a lower layer to a higher one:\n" + "\n".join(upward)
+
+
+def test_no_import_cycles():
+    edges = {name: sorted({t for t, _ in targets}) for name, targets in graph().items()}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in edges.get(node, []):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(path[path.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for start in sorted(edges):
+        if start not in state:
+            visit(start, [start])
+    assert not cycles, "import cycles among library modules:\n" + "\n".join(cycles)
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("from . import models, viz\n", ["models", "viz"]),
+    ("from .atomic import atomic_write_text\n", ["atomic"]),
+    ("def f():\n    from . import __version__\n", ["__init__"]),
+    ("import foodcnn.report\nfrom foodcnn import data\n", ["report", "data"]),
+    ("import numpy\nfrom torch import nn\n", []),
+])
+def test_imports_are_read_at_any_depth(tmp_path, source, expected):
+    # the checks above are only as good as this reader: it must see lazy imports inside functions too
+    (tmp_path / "probe.py").write_text(source)
+    known = {"__init__", "probe", "models", "viz", "atomic", "report", "data"}
+    assert [t for t, _ in imports("probe", tmp_path / "probe.py", known)] == expected
