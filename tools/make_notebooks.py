@@ -28,24 +28,22 @@ def params_cell() -> str:
 
 EXPERIMENT_SETUP = """\
 %matplotlib inline
-from foodcnn import params
+from foodcnn import params, probing, runs, train, viz
+from foodcnn import report as tables  # not `report`: that name is a parameter (the row's report: A, B or X)
 
 p = params.from_mapping({k: globals()[k] for k in params.FIELDS}, source="notebook parameters")
-
-from foodcnn import probing, report, runs, train, viz  # after reading the parameters: `report` is also a parameter
-
-report.describe_params(p)"""
+tables.describe_params(p)"""
 
 EXPERIMENT_BODY = [
     new_markdown_cell("## Train and test\n\nEarly stopping on validation loss keeps the best epoch, which is then "
                       "evaluated on the official test images. An interrupted run resumes from its last completed "
                       "epoch; everything the run produces goes into its run directory."),
-    new_code_cell("result = train.run(p, resume=True)\nrun = runs.open_run(runs.run_dir(p))\nreport.run_card(result)"),
+    new_code_cell("result = train.run(p, resume=True)\nrun = runs.open_run(runs.run_dir(p))\ntables.run_card(result)"),
     new_markdown_cell("## Learning curves"),
     new_code_cell("viz.curves(run.metrics, title=f\"{p.id} — {p.change or p.model}\")"),
     new_markdown_cell("## Beside the report\n\nOur accuracy at the best epoch next to the figure the report published "
                       "for the same row (empty where the report gives none)."),
-    new_code_cell("report.beside_published(result)"),
+    new_code_cell("tables.beside_published(result)"),
     new_markdown_cell("## What the first layer learned\n\nEach first-layer filter shifted to be non-negative and "
                       "divided by its maximum, shown as an RGB tile (SPEC §5)."),
     new_code_cell("model = run.model()\nviz.filter_grid(probing.first_conv(model).weight, title=f\"{p.id}: first conv filters\")"),
