@@ -18,15 +18,14 @@ ORDER = ("leaf", "engine", "view", "orchestration")
 LAYERS = {
     # leaves: no other layer; each owns one concern
     "__init__": "leaf", "allocator": "leaf", "atomic": "leaf", "checkpoints": "leaf", "data": "leaf",
-    "effnet": "leaf", "metrics": "leaf", "models": "leaf", "params": "leaf", "probing": "leaf", "runs": "leaf",
+    "datacheck": "leaf", "effnet": "leaf", "metrics": "leaf", "models": "leaf", "params": "leaf", "probing": "leaf", "runs": "leaf",
     "stats": "leaf", "synth": "leaf", "transforms": "leaf", "viz": "leaf",
     # engine: training one run
     "features": "engine", "train": "engine",
     # views: run directories turned into tables and pictures
     "insight": "view", "report": "view",
     # orchestration: papermill, nbconvert, Chromium, the command line
-    "__main__": "orchestration", "batch": "orchestration", "executors": "orchestration",
-    "rendering": "orchestration",
+    "__main__": "orchestration", "batch": "orchestration", "cluster": "orchestration", "rendering": "orchestration",
 }
 
 
