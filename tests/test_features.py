@@ -60,10 +60,10 @@ def test_a_later_run_reads_the_features_an_earlier_run_computed(tiny_params):
     assert train.run(tiny_params(runs_dir=root + "/5", seed=1, **FROZEN))["features_from_disk"] == []
 
 
-def test_fast_frozen_run_commits_every_few_seconds_and_writes_all_metrics(tiny_params, monkeypatch):
+def test_fast_frozen_run_writes_best_once_and_all_metrics(tiny_params, monkeypatch):
     saves = []
-    real = train.checkpoints.save
-    monkeypatch.setattr(train.checkpoints, "save", lambda path, **kw: (saves.append(path.name), real(path, **kw)))
+    real = checkpoints.save
+    monkeypatch.setattr(checkpoints, "save", lambda path, **kw: (saves.append(path.name), real(path, **kw)))
     p = tiny_params(**{**FROZEN, "epochs": 6})
     result = train.run(p)
     assert saves == [runs.BEST]  # six epochs of milliseconds: no last.pt, best.pt once at the end
@@ -85,15 +85,15 @@ def test_a_damaged_feature_cache_entry_is_computed_afresh(tiny_params, caplog):
 
 
 def test_frozen_run_checkpoints_its_head_and_resumes_exactly(tiny_params, monkeypatch):
-    monkeypatch.setattr(train, "HEAD_CHECKPOINT_EVERY_S", 0.0)  # commit after every epoch, as a slow epoch would
     root = str(tiny_params().runs_dir)
     full = train.run(tiny_params(runs_dir=root + "/full", **{**FROZEN, "epochs": 3}))
-    p = tiny_params(runs_dir=root + "/cut", **{**FROZEN, "epochs": 3})
+    p = tiny_params(runs_dir=root + "/cut", checkpoint_every_s=0, **{**FROZEN, "epochs": 3})  # after every epoch
     killed_in_epoch(3, p, monkeypatch)
     rdir = runs.run_dir(p)
     last = checkpoints.load(rdir / runs.LAST)
     assert last["epoch"] == 2 and set(last["model"]) == {"fc.weight", "fc.bias"}  # kilobytes, not ResNet18's 45 MB
-    assert set(last["best_head"]) == {"fc.weight", "fc.bias"} and not (rdir / runs.BEST).exists()
+    assert last["scope"] == "head" and set(last["best"]) == {"fc.weight", "fc.bias"}
+    assert not (rdir / runs.BEST).exists()
     resumed = train.run(p, resume=True)
     assert resumed["resumed_from_epoch"] == 2
     for key in ("train_loss", "val_loss", "test_loss", "test_acc", "best_epoch"):
@@ -105,13 +105,12 @@ def test_frozen_run_checkpoints_its_head_and_resumes_exactly(tiny_params, monkey
 
 
 def test_resume_over_another_backbone_starts_afresh(tiny_params, monkeypatch, caplog):
-    monkeypatch.setattr(train, "HEAD_CHECKPOINT_EVERY_S", 0.0)
-    p = tiny_params(**{**FROZEN, "epochs": 3})
+    p = tiny_params(checkpoint_every_s=0, **{**FROZEN, "epochs": 3})
     killed_in_epoch(2, p, monkeypatch)
     last_path = runs.run_dir(p) / runs.LAST
     state = checkpoints.load(last_path)
     checkpoints.save(last_path, **{**{k: v for k, v in state.items() if k != "format"}, "backbone": "0" * 24})
-    with caplog.at_level(logging.WARNING, logger="foodcnn.train"):
+    with caplog.at_level(logging.WARNING, logger="foodcnn.checkpoints"):
         result = train.run(p, resume=True)
     assert result["resumed_from_epoch"] is None and result["epochs_run"] == 3
     assert "another backbone" in caplog.text

@@ -105,30 +105,65 @@ def test_bad_parameters_fail_at_the_door(tmp_path, tiny_synth, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_synth, monkeypatch):
-    cache = tmp_path / "cache"
-    exp = _params_file(tmp_path / "kill.yaml", data_root=str(tiny_synth), cache_dir=str(cache), patience=6,
-                       image_size=16, batch_size=32)  # the smallest input the baseline takes: quick epochs
+# `python -m foodcnn` with a stand-in clock that advances 100 s per epoch (checkpoint times follow the epochs,
+# not the machine's speed), and an epoch BLOCK that waits, once begun, until the file GO exists.
+TIMED_CLI = """
+import os, sys, time
+from pathlib import Path
+from foodcnn import __main__ as cli, checkpoints, train
+
+now, calls, real = [0.0], [0], train.train_one_epoch
+
+def epoch(*a, **kw):
+    calls[0] += 1
+    if calls[0] == int(os.environ["BLOCK"]):
+        Path(os.environ["GO"] + ".waiting").touch()
+        while not Path(os.environ["GO"]).exists():
+            time.sleep(0.02)
+    out = real(*a, **kw)
+    now[0] += 100.0
+    return out
+
+train.train_one_epoch = epoch
+checkpoints.Keeper.clock = staticmethod(lambda: now[0])
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _timed_cli(tmp_path, args: list[str], block: int) -> tuple[subprocess.Popen, Path]:
+    """Start TIMED_CLI; return it once it waits in epoch `block`, and the file that lets that epoch go on."""
+    go = tmp_path / "go"
+    log = open(tmp_path / "log.txt", "w")
+    proc = subprocess.Popen([sys.executable, "-c", TIMED_CLI, *args], stdout=log, stderr=log,
+                            env={**os.environ, "BLOCK": str(block), "GO": str(go)})
+    deadline = time.time() + 240
+    while proc.poll() is None and not go.with_suffix(".waiting").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None and go.with_suffix(".waiting").exists(), (tmp_path / "log.txt").read_text()
+    return proc, go
+
+
+def _ref_run(tmp_path, tiny_synth):
+    """Return (experiment file, its Params with 6 epochs, the uninterrupted result, its metric rows)."""
+    exp = _params_file(tmp_path / "kill.yaml", data_root=str(tiny_synth), cache_dir=str(tmp_path / "cache"),
+                       patience=6, image_size=16, batch_size=32)  # the smallest input the baseline takes: quick epochs
     p = params.load(exp, overrides={"epochs": 6})
     ref = train.run(p, out=tmp_path / "ref")  # also fills the decode cache
-    ref_rows = _metrics(tmp_path / "ref")
+    return exp, p, ref, _metrics(tmp_path / "ref")
 
+
+def test_sigkill_between_checkpoints_then_resume_equals_uninterrupted(tmp_path, tiny_synth, monkeypatch):
+    exp, p, ref, ref_rows = _ref_run(tmp_path, tiny_synth)
+    cache = tmp_path / "cache"
     rdir = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "foodcnn", "run", str(exp), "--set", "epochs=6", "--out", str(rdir)]
-    with open(tmp_path / "log.txt", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=log)
-        deadline = time.time() + 240
-        while proc.poll() is None and time.time() < deadline:
-            if (rdir / runs.LAST).is_file() and checkpoints.load(rdir / runs.LAST)["epoch"] >= 1:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, (tmp_path / "log.txt").read_text()
-        time.sleep(0.4 * pd.read_csv(rdir / runs.METRICS).seconds.iloc[0])  # into the next epoch
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    run = ["run", str(exp), "--set", "epochs=6", "--out", str(rdir)]
+    # 100 s per epoch, last.pt every 250 s: written after epochs 3 and 6. Killed in epoch 5, epoch 4 is lost.
+    proc, _ = _timed_cli(tmp_path, [*run, "--set", "checkpoint_every_s=250"], block=5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     assert proc.returncode == -signal.SIGKILL, (tmp_path / "log.txt").read_text()
-    killed_at = checkpoints.load(rdir / runs.LAST)["epoch"]
-    assert 1 <= killed_at < 6 and not (rdir / runs.RESULT).exists()
+    assert checkpoints.load(rdir / runs.LAST)["epoch"] == 3 and not (rdir / runs.RESULT).exists()
+    assert not (rdir / runs.BEST).exists()  # the best weights are in last.pt until the run ends
     # what a killed atomic write leaves: temp files that no reader may take for the real thing
     (rdir / ".result.json.k1ll3d.tmp").write_text(json.dumps({**ref, "fingerprint": p.fingerprint()}))
     (rdir / ".last.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")
@@ -137,32 +172,53 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_synth, monkeypa
     (cache / ".x.npy.live.tmp").write_bytes(b"")  # young: could be another run's write in progress
     assert runs.read_result(rdir) is None and not runs.is_finished(rdir, p)
 
-    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    done = _cli(*run, "--resume")
     assert done.returncode == 0, done.stderr
     assert not list(rdir.glob(".*.tmp")) and not (cache / ".x.npy.old.tmp").exists()
     assert (cache / ".x.npy.live.tmp").exists() and not (rdir / runs.LAST).exists()
     resumed = runs.read_result(rdir)
-    assert resumed["resumed_from_epoch"] == killed_at
+    assert resumed["resumed_from_epoch"] == 3
     assert {k: resumed[k] for k in COMPARED} == {k: ref[k] for k in COMPARED}
     pd.testing.assert_frame_equal(_metrics(rdir), ref_rows)
 
-    # A kill between last.pt and best.pt of an improving epoch (the write order in train.run):
-    # last.pt names the epoch as best, best.pt is older or missing; resume must rebuild best.pt.
+    # Killed while best.pt is written at the end (after the last checkpoint): resume tests the same weights.
     real_save, cut = checkpoints.save, tmp_path / "cut"
 
-    def killed_before_best(path, **content):
-        if str(path).endswith(runs.BEST) and content["epoch"] == ref["best_epoch"]:
+    def killed_writing_best(path, **content):
+        if str(path).endswith(runs.BEST):
             raise KeyboardInterrupt
         real_save(path, **content)
 
-    monkeypatch.setattr(checkpoints, "save", killed_before_best)
+    monkeypatch.setattr(checkpoints, "save", killed_writing_best)
     with pytest.raises(KeyboardInterrupt):
-        train.run(p, out=cut)
+        train.run(p.replace(checkpoint_every_s=0), out=cut)
     monkeypatch.setattr(checkpoints, "save", real_save)
-    assert checkpoints.load(cut / runs.LAST)["best_epoch"] == ref["best_epoch"]
-    assert not (cut / runs.BEST).exists() or checkpoints.load(cut / runs.BEST)["epoch"] < ref["best_epoch"]
+    assert checkpoints.load(cut / runs.LAST)["epoch"] == ref["epochs_run"] and not (cut / runs.BEST).exists()
     again = train.run(p, out=cut, resume=True)
     assert {k: again[k] for k in COMPARED} == {k: ref[k] for k in COMPARED}
+
+
+def test_sigterm_finishes_the_epoch_checkpoints_it_and_exits_130(tmp_path, tiny_synth):
+    exp, p, ref, ref_rows = _ref_run(tmp_path, tiny_synth)
+    rdir = tmp_path / "stopped"
+    run = ["run", str(exp), "--set", "epochs=6", "--out", str(rdir)]
+    proc, go = _timed_cli(tmp_path, run, block=2)  # 200 s of training: last.pt (every 300 s) is not due
+    proc.send_signal(signal.SIGTERM)  # arrives in epoch 2...
+    deadline = time.time() + 60
+    while "SIGTERM: finishing this epoch" not in (tmp_path / "log.txt").read_text() and time.time() < deadline:
+        time.sleep(0.02)
+    assert not (rdir / runs.LAST).exists()
+    go.touch()  # ...which then goes on to its end
+    assert proc.wait(timeout=240) == 130, (tmp_path / "log.txt").read_text()
+    assert "interrupted; resume with --resume" in (tmp_path / "log.txt").read_text()
+    last = checkpoints.load(rdir / runs.LAST)
+    assert last["epoch"] == 2 and len(pd.read_csv(rdir / runs.METRICS)) == 2 and not (rdir / runs.RESULT).exists()
+    done = _cli(*run, "--resume")
+    assert done.returncode == 0, done.stderr
+    resumed = runs.read_result(rdir)
+    assert resumed["resumed_from_epoch"] == 2
+    assert {k: resumed[k] for k in COMPARED} == {k: ref[k] for k in COMPARED}
+    pd.testing.assert_frame_equal(_metrics(rdir), ref_rows)
 
 
 def test_real_divergence_is_a_finished_run(tiny_params):

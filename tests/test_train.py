@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -76,7 +79,7 @@ def test_same_seed_same_metrics_on_cpu(tiny_params):
 
 def test_resume_after_interruption_equals_uninterrupted(tiny_params, monkeypatch):
     full = train.run(tiny_params(epochs=3, augment="hflip", runs_dir=str(tiny_params().runs_dir) + "/full"))
-    p = tiny_params(epochs=3, augment="hflip", runs_dir=str(tiny_params().runs_dir) + "/cut")
+    p = tiny_params(epochs=3, augment="hflip", runs_dir=str(tiny_params().runs_dir) + "/cut", checkpoint_every_s=0)
     real = train.train_one_epoch
     calls = {"n": 0}
 
@@ -98,6 +101,90 @@ def test_resume_after_interruption_equals_uninterrupted(tiny_params, monkeypatch
     for key in ("train_loss", "val_loss", "test_loss", "test_acc", "best_epoch"):
         assert resumed[key] == full[key], key
     assert len(pd.read_csv(rdir / runs.METRICS)) == 3
+
+
+def _signalled_in_epoch(epoch: int, signals: int, monkeypatch) -> None:
+    """Make train_one_epoch receive `signals` Ctrl-C (SIGINT) at the start of `epoch`."""
+    real, calls = train.train_one_epoch, {"n": 0}
+
+    def epoch_fn(*a, **kw):
+        calls["n"] += 1
+        for _ in range(signals if calls["n"] == epoch else 0):
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(train, "train_one_epoch", epoch_fn)
+
+
+def test_ctrl_c_finishes_the_epoch_checkpoints_it_and_resume_equals_uninterrupted(tiny_params, monkeypatch):
+    root = str(tiny_params().runs_dir)
+    full = train.run(tiny_params(epochs=5, runs_dir=root + "/full"))
+    p = tiny_params(epochs=5, runs_dir=root + "/cut")  # last.pt every 300 s: never due in these epochs
+    handler = signal.getsignal(signal.SIGINT)
+    with monkeypatch.context() as m:
+        _signalled_in_epoch(3, 1, m)
+        with pytest.raises(KeyboardInterrupt):
+            train.run(p)
+    rdir = runs.run_dir(p)
+    assert checkpoints.load(rdir / runs.LAST)["epoch"] == 3 and len(pd.read_csv(rdir / runs.METRICS)) == 3
+    assert not (rdir / runs.RESULT).exists() and not (rdir / runs.BEST).exists()
+    assert signal.getsignal(signal.SIGINT) is handler  # put back
+    resumed = train.run(p, resume=True)
+    assert resumed["resumed_from_epoch"] == 3
+    for key in ("train_loss", "val_loss", "test_loss", "test_acc", "best_epoch"):
+        assert resumed[key] == full[key], key
+
+    # A second Ctrl-C stops at once: the epoch in progress and everything since the last checkpoint are lost.
+    q = tiny_params(epochs=5, runs_dir=root + "/twice")
+    with monkeypatch.context() as m:
+        _signalled_in_epoch(3, 2, m)
+        with pytest.raises(KeyboardInterrupt):
+            train.run(q)
+    assert not (runs.run_dir(q) / runs.LAST).exists()
+
+
+def test_best_pt_holds_the_best_epochs_weights_written_once(tiny_params, monkeypatch):
+    real_eval, real_epoch, real_save = train.evaluate, train.train_one_epoch, checkpoints.save
+    val_losses = iter([1.0, 0.8, 0.9, 1.1])
+    after_epoch, saves = [], []
+
+    def fake_evaluate(net, stream, device, amp):
+        out = real_eval(net, stream, device, amp)
+        if len(stream) == 16:  # the validation split of the tiny data (4 classes x 4)
+            out["loss"] = next(val_losses)
+        return out
+
+    def recorded_epoch(net, *a, **kw):
+        out = real_epoch(net, *a, **kw)
+        after_epoch.append({k: v.clone() for k, v in net.state_dict().items()})
+        return out
+
+    monkeypatch.setattr(train, "evaluate", fake_evaluate)
+    monkeypatch.setattr(train, "train_one_epoch", recorded_epoch)
+    monkeypatch.setattr(checkpoints, "save", lambda path, **kw: (saves.append(path.name), real_save(path, **kw)))
+    p = tiny_params(epochs=4)
+    result = train.run(p)
+    best = checkpoints.load(runs.run_dir(p) / runs.BEST)
+    assert result["best_epoch"] == best["epoch"] == 2 and saves == [runs.BEST]
+    assert best["model"].keys() == after_epoch[1].keys()
+    assert all(torch.equal(best["model"][k], after_epoch[1][k]) for k in best["model"])
+    assert not all(torch.equal(best["model"][k], after_epoch[3][k]) for k in best["model"])
+
+
+def test_last_pt_is_due_once_every_interval(tmp_path, monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(checkpoints.Keeper, "clock", staticmethod(lambda: now[0]))
+    net = torch.nn.Linear(2, 2)
+    keeper = checkpoints.Keeper(tmp_path / "last.pt", tmp_path / "best.pt", checkpoints.whole(net),
+                                torch.optim.Adam(net.parameters()), "f", every_s=10)
+    due = []
+    for epoch, t in enumerate((4, 9, 10, 14, 19.5, 20), start=1):
+        now[0] = t
+        due.append(keeper.due())
+        if due[-1]:
+            keeper.commit(checkpoints.Progress(epoch=epoch))
+    assert due == [False, False, True, False, False, True]
+    assert checkpoints.load(tmp_path / "last.pt")["epoch"] == 6
 
 
 @pytest.mark.parametrize("augment", ["none", "hflip"])

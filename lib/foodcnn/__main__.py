@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from . import __version__
@@ -49,6 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from . import params, train
 
     p = params.load(args.params, profile=args.profile, overrides=_overrides(args.set))
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops a run as Ctrl-C does (exit 130)
     result = train.run(p, out=args.out, resume=args.resume)
     print(train.describe(result))
     return 0 if result["status"] == "ok" else 3

@@ -28,7 +28,7 @@ FREEZE_CHOICES = "none, head, conv1, every_nth:K (K >= 1)"
 # a run whose other fields are unchanged is skipped on a re-run (see `fingerprint`).
 NON_RESULT_FIELDS = frozenset(
     {"runs_dir", "cache_dir", "num_workers", "progress", "profile", "title", "change", "parent",
-     "report", "seeds", "feature_cache"}
+     "report", "seeds", "feature_cache", "checkpoint_every_s"}
 )
 
 
@@ -70,6 +70,7 @@ class Params:
     amp: bool = True  # mixed precision where the device supports it (CUDA)
     channels_last: bool = True  # channels_last memory format where it pays (train.channels_last_pays)
     feature_cache: bool = True  # frozen backbone + deterministic augmentation: train the head on cached features
+    checkpoint_every_s: float = 300.0  # last.pt at most this often (seconds of training); 0: after every epoch
     # data
     data_root: str = "data/food-101"
     classes: list[str] | None = None  # None: the first `num_classes` lines of classes.txt
@@ -200,6 +201,8 @@ def _check(source: str, p: Params) -> None:
         raise ParamsError(f"{source}: key 'dropout': must be in [0, 1), got {p.dropout!r}")
     if not 0.0 < p.val_fraction < 1.0:
         raise ParamsError(f"{source}: key 'val_fraction': must be in (0, 1), got {p.val_fraction!r}")
+    if not p.checkpoint_every_s >= 0:  # NaN fails too; .inf means only when interrupted
+        raise ParamsError(f"{source}: key 'checkpoint_every_s': must be >= 0 seconds, got {p.checkpoint_every_s!r}")
     if p.extra_convs < 0:
         raise ParamsError(f"{source}: key 'extra_convs': must be >= 0, got {p.extra_convs!r}")
     for key in ("max_train_per_class", "max_test_per_class"):

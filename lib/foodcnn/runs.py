@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import dataclass
 from functools import cached_property
@@ -11,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import params as params_mod
-from .atomic import atomic_write_text
+from .atomic import atomic_write_bytes, atomic_write_text
 
 PARAMS = "params.yaml"
 METRICS = "metrics.csv"
@@ -48,6 +50,24 @@ def read_result(path: str | Path) -> dict[str, Any] | None:
 def write_result(path: str | Path, result: dict[str, Any]) -> None:
     """Write result.json atomically (it is the last file a run writes)."""
     atomic_write_text(Path(path) / RESULT, json.dumps(result, indent=2, default=str))
+
+
+def write_metrics(path: str | Path, rows: list[dict[str, float]]) -> None:
+    """Write the per-epoch metrics (one row per epoch, METRIC_COLUMNS) to metrics.csv atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r[k] for k in METRIC_COLUMNS})
+    atomic_write_text(Path(path) / METRICS, buf.getvalue())
+
+
+def write_predictions(path: str | Path, keys: list[str], ev: dict[str, Any]) -> None:
+    """Write per-image test predictions (see Run.predictions) to predictions.npz atomically."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, keys=np.array(keys), y_true=ev["y"].astype(np.int16), y_pred=ev["pred"].astype(np.int16),
+                        loss=ev["losses"].astype(np.float32), prob=ev["prob"].astype(np.float16))
+    atomic_write_bytes(Path(path) / PREDICTIONS, buf.getvalue())
 
 
 def is_finished(path: str | Path, p: params_mod.Params | None = None) -> bool:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import os
 import platform
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import allocator, checkpoints, data, features, models, runs, transforms
-from .atomic import atomic_write_bytes, atomic_write_text, remove_temps
+from .atomic import atomic_write_text, remove_temps
 from .params import Params, ParamsError, dump
 
 log = logging.getLogger(__name__)
-
-
-# A frozen-backbone (head-only) epoch takes milliseconds, and writing metrics.csv and last.pt after it (two
-# fsyncs each) took twice as long as the epoch: such a run commits both at most this often, so an interruption
-# costs it at most this much work. Other runs commit after every epoch.
-HEAD_CHECKPOINT_EVERY_S = 5.0
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -222,244 +216,238 @@ def evaluate(net: nn.Module, stream: Callable, device: torch.device, amp: bool) 
             "pred": pred.numpy(), "prob": prob.numpy(), "y": y.numpy()}
 
 
-def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=runs.METRIC_COLUMNS)
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: r[k] for k in runs.METRIC_COLUMNS})
-    atomic_write_text(path, buf.getvalue())
+class Interrupts:
+    """Within the block, Ctrl-C or SIGTERM asks the epoch loop to stop after its epoch (checkpointed); a second stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _ask(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("%s: finishing this epoch to checkpoint it (send it again to stop at once, losing the epoch)",
+                    signal.Signals(signum).name)
+
+    def __enter__(self) -> "Interrupts":
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            self._old = {sig: signal.signal(sig, self._ask) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
-def _read_metrics(path: Path, upto_epoch: int) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    with path.open() as f:
-        rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-    for r in rows:
-        r["epoch"] = int(r["epoch"])
-    return [r for r in rows if r["epoch"] <= upto_epoch]
-
-
-def _save_predictions(path: Path, keys: list[str], ev: dict[str, Any]) -> None:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, keys=np.array(keys), y_true=ev["y"].astype(np.int16), y_pred=ev["pred"].astype(np.int16),
-                        loss=ev["losses"].astype(np.float32), prob=ev["prob"].astype(np.float16))
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _best_agrees(rdir: Path, state: dict[str, Any]) -> bool:
-    """Return whether best.pt holds the best epoch last.pt records, rewriting it from last.pt where that is the fix."""
-    if "best_head" in state:  # a frozen-backbone run: best.pt is written once, at the end, from last.pt's best head
-        return True
-    best = rdir / runs.BEST
-    held = checkpoints.load(best)["epoch"] if best.is_file() else None
-    if state["best_epoch"] in (0, held):
-        return True
-    if state["best_epoch"] == state["epoch"]:  # killed between last.pt and best.pt (see the write order in `run`)
-        checkpoints.save(best, model=state["model"], epoch=state["epoch"])
-        return True
-    return False  # not reachable with that order; a directory written otherwise starts afresh
-
-
-def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[str, Any]:
-    """Train and test one run described by `p`; write its run directory; return the result mapping."""
-    rdir = runs.run_dir(p, out)
-    t_start = time.perf_counter()
+def set_up_device(p: Params) -> torch.device:
+    """Seed everything and return the run's device, set up for speed where that changes no result."""
     device = resolve_device(p.device)
     seed_everything(p.seed, p.deterministic)
     if device.type == "cpu":
         allocator.keep_freed_memory()  # each step reuses its pages instead of faulting them in anew (allocator.py)
     if device.type == "cuda" and not p.deterministic:
         torch.backends.cudnn.benchmark = True
+    return device
 
-    # Everything that can reject the inputs (classes, last.pt, unreadable images with bad_images: fail)
-    # runs before the run directory is touched, so a refused run leaves nothing behind.
-    subset = load_subset(p)
-    last_path = rdir / runs.LAST
-    state = None
-    if resume and last_path.is_file():
-        state = checkpoints.load(last_path)
-        if state.get("fingerprint") != p.fingerprint():
-            log.warning("%s was written with other parameters; starting afresh", last_path)
-            state = None
-        elif not _best_agrees(rdir, state):
-            log.warning("%s does not hold the best epoch %s records; starting afresh", runs.BEST, last_path)
-            state = None
-    model = models.build_from_params(p).to(device)
-    cached = p.feature_cache and models.backbone_frozen(model) and p.augment in ("none", "hflip")
-    # A frozen-backbone run checkpoints only its head (plus the backbone's digest): a full VGG16 last.pt is
-    # 537 MB and took 1.4 s to write, against 8 ms for a head-only epoch.
-    digest = features.backbone_digest(model) if cached else None
-    if state is not None and ("best_head" in state) != bool(cached):
-        log.warning("%s was written with feature_cache %s; starting afresh", last_path,
-                    "on" if "best_head" in state else "off")
-        state = None
-    elif state is not None and cached and state.get("backbone") != digest:
-        log.warning("%s was written over another backbone; starting afresh", last_path)
-        state = None
-    loaded = load_data(p, subset)
 
+def trained_part(p: Params, model: nn.Module) -> checkpoints.Trained:
+    """Return what the run trains: the head alone on cached features when the backbone is frozen, else the model."""
+    if p.feature_cache and models.backbone_frozen(model) and p.augment in ("none", "hflip"):
+        # The backbone is fixed, so checkpoints hold only the head (plus the backbone's digest): a whole VGG16
+        # is 537 MB, its head 330 kB.
+        return checkpoints.Trained(model, "head", lambda: features.head_state(model),
+                                   lambda state: features.load_head_state(model, state), features.backbone_digest(model))
+    return checkpoints.whole(model)
+
+
+def prepare_run_dir(rdir: Path, p: Params, fresh: bool) -> None:
+    """Create the run directory, clear what killed writes left (and, on a fresh start, every earlier output)."""
     rdir.mkdir(parents=True, exist_ok=True)
     for tmp in remove_temps(rdir):  # a killed write leaves only ".<name>.<random>.tmp"; never read, cleared here
         log.info("removed %s left by an interrupted write", tmp.name)
-    if state is None:  # a fresh start: nothing stale may be read as this run's output
+    if fresh:  # nothing stale may be read as this run's output
         for name in (runs.RESULT, runs.METRICS, runs.BEST, runs.LAST, runs.PREDICTIONS, runs.ERROR):
             (rdir / name).unlink(missing_ok=True)
     atomic_write_text(rdir / runs.PARAMS, dump(p))
 
+
+@dataclass
+class Streams:
+    """The splits as inputs of `net`: the model on images, or its head on the frozen backbone's cached features."""
+
+    train: ImageStream | FeatureStream
+    val: ImageStream | FeatureStream
+    test: ImageStream | FeatureStream
+    net: nn.Module
+    from_disk: list[str]  # the feature views read from the feature cache
+
+
+def make_streams(p: Params, model: nn.Module, trained: checkpoints.Trained, loaded: Loaded,
+                 device: torch.device) -> Streams:
+    """Return the run's streams (channels_last where it pays; cached features when only the head trains)."""
     use_cl = p.channels_last and channels_last_pays(p.model, device, p.resolved_image_size)
     if use_cl:
-        model = model.to(memory_format=torch.channels_last)
-    total, trainable = models.count_parameters(model)
+        model.to(memory_format=torch.channels_last)
     size = p.resolved_image_size
-    augment = transforms.make(p.augment, size)
+    if trained.scope == "model":
+        def stream(split: data.Decoded, aug: transforms.Augment | None) -> ImageStream:
+            return ImageStream(split, model, device, p.batch_size, aug, use_cl)
 
-    def stream(split: data.Decoded, aug: transforms.Augment | None) -> ImageStream:
-        return ImageStream(split, model, device, p.batch_size, aug, use_cl)
+        augment = transforms.make(p.augment, size)
+        return Streams(stream(loaded.train, augment), stream(loaded.val, None), stream(loaded.test, None), model, [])
 
+    # SPEC/issue 5: the backbone is fixed (eval mode), so its features are computed once (or read from the
+    # feature cache another run with the same backbone and images filled) and the head trains on them;
+    # hflip keeps both views and draws the flip exactly as transforms.hflip.
+    t_feat = time.perf_counter()
+    assert trained.backbone is not None
     from_disk: list[str] = []
-    if cached:
-        # SPEC/issue 5: the backbone is fixed (eval mode), so its features are computed once (or read from the
-        # feature cache another run with the same backbone and images filled) and the head trains on them;
-        # hflip keeps both views and draws the flip exactly as transforms.hflip.
-        t_feat = time.perf_counter()
-        assert digest is not None
 
-        def feats(name: str, flip: bool = False) -> torch.Tensor:
-            view = f"{name}{' (flipped)' if flip else ''}"
-            x, hit = features.features(model, getattr(loaded, name), device, digest, p.cache_dir, flip,
-                                       p.progress, desc=f"features {view} @{size}px", amp=p.amp)
-            if hit:
-                from_disk.append(view)
-            return x
+    def feats(name: str, flip: bool = False) -> torch.Tensor:
+        view = f"{name}{' (flipped)' if flip else ''}"
+        x, hit = features.features(model, getattr(loaded, name), device, trained.backbone, p.cache_dir, flip,
+                                   p.progress, desc=f"features {view} @{size}px", amp=p.amp)
+        if hit:
+            from_disk.append(view)
+        return x
 
-        def labels(name: str) -> torch.Tensor:
-            return torch.from_numpy(getattr(loaded, name).labels).to(device)
+    def labels(name: str) -> torch.Tensor:
+        return torch.from_numpy(getattr(loaded, name).labels).to(device)
 
-        train_s = FeatureStream(feats("train"), labels("train"), p.batch_size,
-                                feats("train", flip=True) if p.augment == "hflip" else None)
-        val_s = FeatureStream(feats("val"), labels("val"), p.batch_size, None)
-        test_s = FeatureStream(feats("test"), labels("test"), p.batch_size, None)
-        net: nn.Module = head_of(model)
-        log.info("frozen-backbone features in %.1fs (%s)", time.perf_counter() - t_feat,
-                 f"read from the feature cache: {', '.join(from_disk)}" if from_disk else "computed")
-    else:
-        train_s, val_s, test_s = stream(loaded.train, augment), stream(loaded.val, None), stream(loaded.test, None)
-        net = model
+    train_s = FeatureStream(feats("train"), labels("train"), p.batch_size,
+                            feats("train", flip=True) if p.augment == "hflip" else None)
+    val_s = FeatureStream(feats("val"), labels("val"), p.batch_size, None)
+    test_s = FeatureStream(feats("test"), labels("test"), p.batch_size, None)
+    log.info("frozen-backbone features in %.1fs (%s)", time.perf_counter() - t_feat,
+             f"read from the feature cache: {', '.join(from_disk)}" if from_disk else "computed")
+    return Streams(train_s, val_s, test_s, head_of(model), from_disk)
 
-    optimizer = make_optimizer(model, p.lr, device)
-    start_epoch, best_val, best_epoch, bad_epochs, resumed_from = 1, math.inf, 0, 0, None
-    rows: list[dict[str, float]] = []
-    best_head = None  # frozen-backbone runs keep the best epoch's head here; best.pt is written at the end
-    if state is not None:
-        try:
-            if cached:
-                features.load_head_state(model, state["model"])
-                best_head = state["best_head"]
-            else:
-                model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise checkpoints.CheckpointError(f"{last_path} does not fit this model ({e}); re-run without --resume") from None
-        start_epoch = state["epoch"] + 1
-        best_val, best_epoch, bad_epochs = state["best_val_loss"], state["best_epoch"], state["bad_epochs"]
-        rows = _read_metrics(rdir / runs.METRICS, state["epoch"])
-        resumed_from = state["epoch"]
-        log.info("resuming %s after epoch %d", p.id, state["epoch"])
 
-    status, diverged_epoch = "ok", None
-    train_images, train_seconds = 0, 0.0
+@dataclass
+class Fitted:
+    """How the epoch loop ended."""
+
+    progress: checkpoints.Progress
+    status: str = "ok"
+    diverged_epoch: int | None = None
+    train_images: int = 0
+    train_seconds: float = 0.0
+
+
+def fit(p: Params, s: Streams, keeper: checkpoints.Keeper, progress: checkpoints.Progress, device: torch.device,
+        rdir: Path, stop: Interrupts) -> Fitted:
+    """Train from the epoch after `progress` with early stopping; keep the best weights; checkpoint as `keeper` says."""
     from tqdm.auto import tqdm
 
-    last_commit = time.perf_counter()
-    epochs_bar = tqdm(range(start_epoch, p.epochs + 1), desc=f"{p.id} seed {p.seed}", disable=not p.progress,
-                      initial=start_epoch - 1, total=p.epochs)
+    out = Fitted(progress)
+    epochs_bar = tqdm(range(progress.epoch + 1, p.epochs + 1), desc=f"{p.id} seed {p.seed}", disable=not p.progress,
+                      initial=progress.epoch, total=p.epochs)
     for epoch in epochs_bar:
-        if bad_epochs >= p.patience:
+        if progress.bad_epochs >= p.patience:
             break
         es = _epoch_seed(p.seed, epoch)
         torch.manual_seed(es)  # dropout and friends
         g = torch.Generator().manual_seed(es)
-        models.set_train_mode(net if cached else model, True)
-        tr = train_one_epoch(net, train_s, optimizer, g, device, p.amp, p.progress, f"epoch {epoch}")
+        models.set_train_mode(s.net, True)
+        tr = train_one_epoch(s.net, s.train, keeper.optimizer, g, device, p.amp, p.progress, f"epoch {epoch}")
         if not math.isfinite(tr["loss"]):
-            status, diverged_epoch = "diverged", epoch
+            out.status, out.diverged_epoch = "diverged", epoch
             log.warning("%s: loss became NaN/inf in epoch %d; stopping (%s)", p.id, epoch,
-                        f"best epoch {best_epoch} kept" if best_epoch else "no epoch finished")
+                        f"best epoch {progress.best_epoch} kept" if progress.best_epoch else "no epoch finished")
             break
-        train_images += tr["images"]
-        train_seconds += tr["seconds"]
-        models.set_train_mode(net if cached else model, False)
-        ev = evaluate(net, val_s, device, p.amp)
-        rows.append({"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"], "val_loss": ev["loss"],
-                     "val_acc": ev["acc"], "seconds": tr["seconds"]})
-        commit = not cached or time.perf_counter() - last_commit >= HEAD_CHECKPOINT_EVERY_S
-        if commit:
-            _write_metrics(rdir / runs.METRICS, rows)
+        out.train_images += tr["images"]
+        out.train_seconds += tr["seconds"]
+        models.set_train_mode(s.net, False)
+        ev = evaluate(s.net, s.val, device, p.amp)
+        progress.rows.append({"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"],
+                              "val_loss": ev["loss"], "val_acc": ev["acc"], "seconds": tr["seconds"]})
+        progress.epoch = epoch
         if not math.isfinite(ev["loss"]):
-            status, diverged_epoch = "diverged", epoch
+            out.status, out.diverged_epoch = "diverged", epoch
             break
-        improved = ev["loss"] < best_val
-        if improved:
-            best_val, best_epoch, bad_epochs = ev["loss"], epoch, 0
+        if ev["loss"] < progress.best_val_loss:
+            progress.best_val_loss, progress.best_epoch, progress.bad_epochs = ev["loss"], epoch, 0
+            keeper.keep_best()
         else:
-            bad_epochs += 1
-        # Write order, safe wherever a kill lands: metrics.csv, then last.pt (the commit point of the
-        # epoch), then best.pt. Resume drops metric rows after last.pt's epoch, and when last.pt names
-        # its own epoch as best but best.pt is older (killed before it was written) `_best_agrees`
-        # writes best.pt from last.pt's weights. best.pt never runs ahead of last.pt.
-        # A frozen-backbone run's last.pt holds the head and the best head, so nothing else needs to agree.
-        common = dict(optimizer=optimizer.state_dict(), epoch=epoch, best_val_loss=best_val, best_epoch=best_epoch,
-                      bad_epochs=bad_epochs, fingerprint=p.fingerprint())
-        if cached:
-            if improved:
-                best_head = features.head_state(model)
-            if commit:
-                checkpoints.save(last_path, model=features.head_state(model), best_head=best_head, backbone=digest,
-                                 **common)
-                last_commit = time.perf_counter()
-        else:
-            checkpoints.save(last_path, model=model.state_dict(), **common)
-            if improved:
-                checkpoints.save(rdir / runs.BEST, model=model.state_dict(), epoch=epoch)
+            progress.bad_epochs += 1
+        if stop.requested or keeper.due():
+            keeper.commit(progress)  # last.pt holds the rows too: metrics.csv may lag behind it, never lead
+            runs.write_metrics(rdir, progress.rows)
+        if stop.requested:
+            raise KeyboardInterrupt
         epochs_bar.set_postfix(train_acc=f"{tr['acc']:.3f}", val_acc=f"{ev['acc']:.3f}", val_loss=f"{ev['loss']:.3f}")
     epochs_bar.close()
-    if cached:
-        _write_metrics(rdir / runs.METRICS, rows)  # the epochs since its last commit
+    runs.write_metrics(rdir, progress.rows)
+    return out
 
+
+def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[str, Any]:
+    """Train and test one run described by `p`; write its run directory; return the result mapping."""
+    t_start = time.perf_counter()
+    rdir = runs.run_dir(p, out)
+    device = set_up_device(p)
+
+    # Everything that can reject the inputs (classes, last.pt, unreadable images with bad_images: fail)
+    # runs before the run directory is touched, so a refused run leaves nothing behind.
+    subset = load_subset(p)
+    model = models.build_from_params(p).to(device)
+    trained = trained_part(p, model)
+    last_path = rdir / runs.LAST
+    state = checkpoints.resumable(last_path, p.fingerprint(), trained) if resume and last_path.is_file() else None
+    loaded = load_data(p, subset)
+    prepare_run_dir(rdir, p, fresh=state is None)
+
+    streams = make_streams(p, model, trained, loaded, device)
+    keeper = checkpoints.Keeper(last_path, rdir / runs.BEST, trained, make_optimizer(model, p.lr, device),
+                                p.fingerprint(), p.checkpoint_every_s)
+    progress = checkpoints.Progress()
+    if state is not None:
+        progress = keeper.restore(state)
+        log.info("resuming %s after epoch %d", p.id, progress.epoch)
+    with Interrupts() as stop:
+        fitted = fit(p, streams, keeper, progress, device, rdir, stop)
+        result = finish(p, rdir, model, streams, keeper, fitted, loaded, device,
+                        resumed_from=state["epoch"] if state is not None else None)
+        result["wall_time_s"] = time.perf_counter() - t_start
+        runs.write_result(rdir, result)  # written last: its presence means the run is complete
+        last_path.unlink(missing_ok=True)  # only needed to resume an unfinished run
+    if stop.requested:  # asked to stop after the last epoch: the run finished, and the caller still stops
+        raise KeyboardInterrupt
+    return result
+
+
+def finish(p: Params, rdir: Path, model: nn.Module, s: Streams, keeper: checkpoints.Keeper, fitted: Fitted,
+           loaded: Loaded, device: torch.device, resumed_from: int | None) -> dict[str, Any]:
+    """Test the best epoch's weights (written to best.pt) and return the result mapping (but wall time)."""
+    rows, best_epoch = fitted.progress.rows, fitted.progress.best_epoch
+    total, trainable = models.count_parameters(model)
     result: dict[str, Any] = {
-        "status": status, "id": p.id, "seed": p.seed, "profile": p.profile, "fingerprint": p.fingerprint(),
-        "model": p.model, "image_size": size, "weights_source": model.weights_source, "freeze": model.freeze,
-        "pretrained_imagenet": str(model.weights_source).startswith("ImageNet"),
-        "feature_cache": bool(cached), "features_from_disk": from_disk, "device": str(device),
+        "status": fitted.status, "id": p.id, "seed": p.seed, "profile": p.profile, "fingerprint": p.fingerprint(),
+        "model": p.model, "image_size": p.resolved_image_size, "weights_source": model.weights_source,
+        "freeze": model.freeze, "pretrained_imagenet": str(model.weights_source).startswith("ImageNet"),
+        "feature_cache": keeper.trained.scope == "head", "features_from_disk": s.from_disk, "device": str(device),
         "deterministic": p.deterministic, "versions": versions(),
         "params_total": total, "params_trainable": trainable, "data": loaded.subset.provenance(),
         "bad_images": loaded.bad, "bad_image_count": len(loaded.bad),
-        "epochs_run": len(rows), "best_epoch": best_epoch or None, "stopped_early": len(rows) < p.epochs and status == "ok",
-        "diverged_epoch": diverged_epoch, "resumed_from_epoch": resumed_from,
-        "train_images_per_s": train_images / train_seconds if train_seconds else None,
+        "epochs_run": len(rows), "best_epoch": best_epoch or None,
+        "stopped_early": len(rows) < p.epochs and fitted.status == "ok",
+        "diverged_epoch": fitted.diverged_epoch, "resumed_from_epoch": resumed_from,
+        "train_images_per_s": fitted.train_images / fitted.train_seconds if fitted.train_seconds else None,
     }
     best_row = next((r for r in rows if r["epoch"] == best_epoch), None)
-    if best_row is not None:
-        result.update(train_loss=best_row["train_loss"], train_acc=best_row["train_acc"],
-                      val_loss=best_row["val_loss"], val_acc=best_row["val_acc"])
-        if cached:
-            assert best_head is not None
-            features.load_head_state(model, best_head)
-            checkpoints.save(rdir / runs.BEST, model=model.state_dict(), epoch=best_epoch)
-        else:
-            model.load_state_dict(checkpoints.load(rdir / runs.BEST)["model"])
-        models.set_train_mode(net if cached else model, False)
-        ev = evaluate(net, test_s, device, p.amp)
-        result.update(test_loss=ev["loss"], test_acc=ev["acc"])
-        _save_predictions(rdir / runs.PREDICTIONS, loaded.test.keys, ev)
-    else:
+    if best_row is None:
         result.update(train_loss=None, train_acc=None, val_loss=None, val_acc=None, test_loss=None, test_acc=None)
-    result["wall_time_s"] = time.perf_counter() - t_start
-    runs.write_result(rdir, result)  # written last: its presence means the run is complete
-    if status == "ok":
-        last_path.unlink(missing_ok=True)  # only needed to resume an unfinished run
+        return result
+    result.update(train_loss=best_row["train_loss"], train_acc=best_row["train_acc"],
+                  val_loss=best_row["val_loss"], val_acc=best_row["val_acc"])
+    keeper.use_best(best_epoch)
+    models.set_train_mode(s.net, False)
+    ev = evaluate(s.net, s.test, device, p.amp)
+    result.update(test_loss=ev["loss"], test_acc=ev["acc"])
+    runs.write_predictions(rdir, loaded.test.keys, ev)
     return result
 
 
