@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from . import insight, report
@@ -12,6 +14,12 @@ from .atomic import atomic_write_text
 from .batch import KERNEL
 
 log = logging.getLogger(__name__)
+
+
+# Headless on a machine with no display and a closed network: without the networking flags Chromium keeps
+# dialling Google's services at every start. The tests' browser uses the same flags.
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
 
 
 def chromium() -> str | None:
@@ -23,8 +31,16 @@ def chromium() -> str | None:
     return None
 
 
-def to_html(notebook: Path, html_path: Path) -> Path:
-    """Export an executed notebook to one self-contained HTML file without code cells."""
+def print_css(header: str) -> str:
+    """Return the `<style>` that lays the page out for print, with `header` at the top of every page."""
+    rules = (Path(__file__).with_name("print.css")).read_text()
+    top = (f"@page {{ @top-left {{ content: {json.dumps(header, ensure_ascii=False)}; font: 8pt sans-serif; "
+           "color: #555; } }")
+    return f"<style type=\"text/css\">\n{rules}\n{top}\n</style>\n"
+
+
+def to_html(notebook: Path, html_path: Path, header: str = "") -> Path:
+    """Export an executed notebook to one self-contained HTML file without code cells, laid out for print too."""
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -32,6 +48,7 @@ def to_html(notebook: Path, html_path: Path) -> Path:
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
                             embed_images=True)
     body, _ = exporter.from_notebook_node(nb)
+    body = body.replace("</head>", print_css(header or html_path.stem) + "</head>", 1)
     atomic_write_text(html_path, body)
     return html_path
 
@@ -43,11 +60,11 @@ def to_pdf(html_path: Path, pdf_path: Path, timeout: int = 180) -> Path | None:
         log.warning("no PDF: Chromium is not installed (apt-get install chromium); the HTML report is complete")
         return None
     tmp = pdf_path.with_suffix(".tmp.pdf")
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", "--no-pdf-header-footer",
-           f"--print-to-pdf={tmp}", html_path.resolve().as_uri()]
     try:
-        subprocess.run(cmd, check=True, capture_output=True, timeout=timeout)
+        with tempfile.TemporaryDirectory(prefix="foodcnn-chromium-") as profile:  # a fresh profile: no lock
+            cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--no-pdf-header-footer",
+                   f"--print-to-pdf={tmp}", html_path.resolve().as_uri()]
+            subprocess.run(cmd, check=True, capture_output=True, timeout=timeout)
         tmp.replace(pdf_path)
         return pdf_path
     except (subprocess.SubprocessError, OSError) as e:
@@ -91,6 +108,6 @@ def render(profile: str, runs_dir: str | Path = "runs", params_dir: str | Path =
                         parameters={"profile": profile, "runs_dir": str(Path(runs_dir).resolve()),
                                     "params_dir": str(Path(params_dir).resolve())},
                         progress_bar=False, log_output=False, shutdown_kernel="immediate")
-    html_path = to_html(executed, out_dir / f"foodcnn-{profile}.html")
+    html_path = to_html(executed, out_dir / f"foodcnn-{profile}.html", header=f"foodcnn · profile {profile}")
     pdf_path = to_pdf(html_path, out_dir / f"foodcnn-{profile}.pdf")
     return {"notebook": executed, "html": html_path, "pdf": pdf_path}
