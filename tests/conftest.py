@@ -111,3 +111,21 @@ def write_probe_notebook(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium driven by Playwright (Playwright's own browser download is impossible offline)."""
+    from foodcnn import rendering
+
+    exe = rendering.chromium()
+    if exe is None:
+        pytest.skip("Chromium is not installed: `apt-get install chromium` (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright passes --headless and a fresh profile itself; the rest are the flags the PDF print uses
+    args = [f for f in rendering.CHROMIUM_FLAGS if f != "--headless"]
+    with sync_playwright() as pw:
+        chrome = pw.chromium.launch(executable_path=exe, args=args)
+        yield chrome
+        chrome.close()

@@ -1,23 +1,27 @@
-"""The batch runner and the report: a tiny batch through papermill, a failing row, resume, the HTML report."""
+"""The batch runner and the report: a tiny batch through papermill, a failing row, resume, the HTML and PDF report."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
+from html import unescape
 from pathlib import Path
 
 import pytest
 from conftest import verdict_cells
 
-from foodcnn import batch, params, rendering, runs
+from foodcnn import batch, insight, params, rendering, report, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def study_dirs(tmp_path, tiny_synth, monkeypatch):
-    """A params folder with three catalogue rows and one that fails at run time, and a runs folder."""
-    pdir = tmp_path / "params"
+@pytest.fixture(scope="module")
+def reported(tiny_synth, tmp_path_factory):
+    """Three catalogue rows and one that fails at run time, batched twice (run, then resume), then reported."""
+    tmp = tmp_path_factory.mktemp("batch")
+    pdir = tmp / "params"
     (pdir / "profiles").mkdir(parents=True)
     for rid in ("b_baseline", "b_custom3", "b_resnet_stock"):
         shutil.copy(ROOT / "params" / f"{rid}.yaml", pdir)
@@ -25,21 +29,25 @@ def study_dirs(tmp_path, tiny_synth, monkeypatch):
     shutil.copy(ROOT / "params" / "profiles" / "tiny.yaml", pdir / "profiles")
     # passes validation, fails inside the notebook: ImageNet weights required but not in an empty TORCH_HOME
     (pdir / "x_broken.yaml").write_text("report: X\nmodel: vgg16\nfreeze: head\nchange: needs weights\n")
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.delenv("FOODCNN_ALLOW_DOWNLOAD", raising=False)
-    monkeypatch.chdir(tmp_path)
-    overrides = {"data_root": str(tiny_synth), "num_classes": 4, "runs_dir": str(tmp_path / "runs"),
-                 "cache_dir": str(tmp_path / "cache")}
-    return pdir, overrides
+    overrides = {"data_root": str(tiny_synth), "num_classes": 4, "runs_dir": str(tmp / "runs"),
+                 "cache_dir": str(tmp / "cache")}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(tmp / "torch_home"))
+        mp.delenv("FOODCNN_ALLOW_DOWNLOAD", raising=False)
+        mp.chdir(tmp)
+        jobs = batch.plan("tiny", params_dir=pdir, notebooks_dir=ROOT / "notebooks", overrides=overrides)
+        broken = next(j for j in jobs if j.params.id == "x_broken")
+        jobs = [j if j is not broken else batch.Job(j.params.replace(pretrained="required"), j.params_file, j.notebook)
+                for j in jobs]
+        first = batch.run_batch(jobs, progress=False, workers=2)  # two notebooks at a time, as `make report`
+        again = batch.run_batch(jobs, progress=False)  # a re-run skips finished rows and retries the failed one
+        out = rendering.render("tiny", runs_dir=tmp / "runs", params_dir=pdir, notebooks_dir=ROOT / "notebooks",
+                               out_dir=tmp / "reports")
+    return {"first": first, "again": again, "report": out, "study": report.collect(tmp / "runs", "tiny", pdir)}
 
 
-def test_batch_runs_rows_records_failure_resumes_and_reports(study_dirs, tmp_path):
-    pdir, overrides = study_dirs
-    jobs = batch.plan("tiny", params_dir=pdir, notebooks_dir=ROOT / "notebooks", overrides=overrides)
-    broken = next(j for j in jobs if j.params.id == "x_broken")
-    jobs = [j if j is not broken else batch.Job(j.params.replace(pretrained="required"), j.params_file, j.notebook)
-            for j in jobs]
-    outcomes = batch.run_batch(jobs, progress=False, workers=2)  # two notebooks at a time, as `make report`
+def test_batch_runs_rows_records_failure_and_resumes(reported):
+    outcomes = reported["first"]
     status = {o.job.params.id: o.status for o in outcomes}
     assert status == {"b_baseline": "ok", "b_custom3": "ok", "b_resnet_stock": "ok", "x_broken": "failed"}
     failed_dir = next(o.job.run_dir for o in outcomes if o.status == "failed")
@@ -48,15 +56,14 @@ def test_batch_runs_rows_records_failure_resumes_and_reports(study_dirs, tmp_pat
     for o in outcomes:
         if o.status == "ok":
             assert (o.job.run_dir / runs.NOTEBOOK).is_file() and runs.is_finished(o.job.run_dir, o.job.params)
-
-    again = batch.run_batch(jobs, progress=False)  # a re-run skips finished rows and retries the failed one
+    again = reported["again"]
     assert {o.job.params.id: o.status for o in again} == {
         "b_baseline": "skipped", "b_custom3": "skipped", "b_resnet_stock": "skipped", "x_broken": "failed"}
     assert "1 failed" in batch.summary(again) and "x_broken" in batch.summary(again)
 
-    out = rendering.render("tiny", runs_dir=tmp_path / "runs", params_dir=pdir, notebooks_dir=ROOT / "notebooks",
-                        out_dir=tmp_path / "reports")
-    html = out["html"].read_text()
+
+def test_report_html(reported):
+    html = reported["report"]["html"].read_text()
     assert "published test %" in html and "Δ test (pp)" in html  # measured beside published
     assert "b_custom3" in html and "46.92" in html  # a row and its published test accuracy
     assert "Synthetic data" in html  # the banner
@@ -65,6 +72,47 @@ def test_batch_runs_rows_records_failure_resumes_and_reports(study_dirs, tmp_pat
     assert "750/class · 224 px" in html  # the reports' scale beside each row's
     assert "x_broken" in html  # the failed row is listed
     assert "report.collect(" not in html and "from foodcnn import" not in html  # no code cells
+
+
+# In the browser: images that did not load, and tables wider than their cell (the page would scroll or cut them)
+BROKEN_IMAGES = "imgs => imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src.slice(0, 60))"
+OVERFLOWING_TABLES = """tables => tables.filter(t => {
+    const cell = t.closest(".jp-Cell") || document.body;
+    return t.getBoundingClientRect().right > cell.getBoundingClientRect().right + 1;
+  }).map(t => t.querySelector("th") ? t.querySelector("th").textContent : t.outerHTML.slice(0, 60))"""
+PRINT_WIDTH_PX = 1032  # A4 landscape less print.css's 12 mm side margins, at 96 px per inch
+
+
+def test_report_in_the_browser(reported, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(reported["report"]["html"].as_uri())
+    assert page.locator("img").count() > 0 and page.eval_on_selector_all("img", BROKEN_IMAGES) == []
+    assert page.locator("table").count() > 0 and page.eval_on_selector_all("table", OVERFLOWING_TABLES) == []
+    page.emulate_media(media="print")  # the layout the PDF is printed from
+    page.set_viewport_size({"width": PRINT_WIDTH_PX, "height": 900})
+    assert page.eval_on_selector_all("table", OVERFLOWING_TABLES) == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= PRINT_WIDTH_PX
+    page.emulate_media(media="screen")
+    links = page.eval_on_selector_all("a[href$='.html']", "links => links.map(a => a.href)")
+    assert links and len(links) == len(insight.representatives(reported["study"].results))
+    for link in links:  # each per-model page exists and shows its figures
+        page.goto(link)
+        assert page.locator("img").count() >= 7 and page.eval_on_selector_all("img", BROKEN_IMAGES) == []
+    page.close()
+
+
+def test_report_pdf_prints_every_table_header(reported):
+    pdf = reported["report"]["pdf"]
+    if pdf is None:
+        pytest.skip("no PDF: Chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    if shutil.which("pdftotext") is None:
+        pytest.skip("pdftotext is not installed (apt-get install poppler-utils; .ci/run installs it)")
+    text = " ".join(subprocess.run(["pdftotext", "-raw", str(pdf), "-"], check=True, capture_output=True,
+                                   text=True).stdout.split())
+    headers = {unescape(h).strip() for h in re.findall(r"<th[^>]*>(.*?)</th>", reported["report"]["html"].read_text())}
+    assert "Δ test (pp)" in headers and "published test %" in headers
+    assert sorted(h for h in headers if h and h not in text) == []  # wrapped headers read back whole, none cut
+    assert "page 1 of" in text  # page numbers
 
 
 def test_plan_validates_every_row_before_running(tmp_path):
