@@ -44,6 +44,31 @@ def test_digest_follows_the_backbone_not_the_head():
     assert features.backbone_digest(model) == features.backbone_digest(model.to(memory_format=torch.contiguous_format))
 
 
+def test_cache_key_follows_the_kernel_settings(monkeypatch):
+    """Deterministic and autotuned (cudnn.benchmark) kernels round differently: their features are kept apart."""
+    from foodcnn import data
+
+    split = data.Decoded(None, [], [], [], key="k")
+    cuda = torch.device("cuda")  # only the key is computed: no GPU needed
+    paths = set()
+    for det in (False, True):
+        monkeypatch.setattr(torch, "are_deterministic_algorithms_enabled", lambda det=det: det)
+        for bench in (False, True):
+            monkeypatch.setattr(torch.backends.cudnn, "benchmark", bench)
+            paths.add(features.cache_path("c", "d", split, False, cuda))
+        paths.add(features.cache_path("c", "d", split, False, torch.device("cpu")))
+    assert len(paths) == 6  # four CUDA settings, the CPU's two
+
+
+def test_a_deterministic_run_does_not_read_features_computed_without(tiny_params):
+    root = str(tiny_params().runs_dir)
+    first = train.run(tiny_params(runs_dir=root + "/1", **{**FROZEN, "epochs": 1}))
+    det = train.run(tiny_params(runs_dir=root + "/2", deterministic=True, **{**FROZEN, "epochs": 1}))
+    again = train.run(tiny_params(runs_dir=root + "/3", deterministic=True, **{**FROZEN, "epochs": 1}))
+    assert first["features_from_disk"] == det["features_from_disk"] == []
+    assert again["features_from_disk"] == ["train", "val", "test"]
+
+
 def test_a_later_run_reads_the_features_an_earlier_run_computed(tiny_params):
     root = str(tiny_params().runs_dir)
     first = train.run(tiny_params(runs_dir=root + "/1", **FROZEN))

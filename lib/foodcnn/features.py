@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import data, models, transforms
+from . import data, devices, models, transforms
 from .atomic import atomic_save_npy, remove_temps
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,8 @@ def extract(model: nn.Module, split: data.Decoded, device: torch.device, flip: b
                  disable=not progress, leave=False)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
     with headless(model), torch.inference_mode(), autocast:
-        for x, _ in steps:
-            x = transforms.normalise(x.to(device, non_blocking=True), mean, std)
+        for x, _ in devices.prefetch(steps, device):
+            x = transforms.normalise(x, mean, std)
             if flip:
                 x = x.flip(-1)
             out.append(model(x.contiguous(memory_format=torch.channels_last)).float())
@@ -110,11 +110,20 @@ def extract(model: nn.Module, split: data.Decoded, device: torch.device, flip: b
     return feats.clone()  # a plain tensor: inference-mode tensors cannot be saved for the head's backward
 
 
+def kernel_settings(device: torch.device) -> str:
+    """Return the torch settings in effect that choose the kernels on `device` ("" for the defaults off CUDA)."""
+    det = "+deterministic" if torch.are_deterministic_algorithms_enabled() else ""
+    if device.type == "cuda":
+        return f"{det}+cudnn_benchmark={torch.backends.cudnn.benchmark}"
+    return det
+
+
 def cache_path(cache_dir: str | Path, digest: str, split: data.Decoded, flip: bool, device: torch.device,
                amp: bool = False) -> Path:
     """Return where the features of (backbone, split, view) computed on this kind of device are kept."""
-    # The device type (and AMP on CUDA) is part of the key: CUDA kernels and bf16 round differently from the CPU's.
-    how = f"{device.type}{'+amp' if amp and device.type == 'cuda' else ''}"
+    # The device type, AMP on CUDA and the kernel choice are part of the key: CUDA kernels and bf16 round
+    # differently from the CPU's, deterministic kernels and cuDNN's autotuned ones differently from each other.
+    how = f"{device.type}{'+amp' if amp and device.type == 'cuda' else ''}{kernel_settings(device)}"
     key = hashlib.sha256(f"v{VERSION}|{digest}|{split.key}|flip={flip}|{how}".encode()).hexdigest()[:24]
     return Path(cache_dir) / "features" / f"{key}.npy"
 

@@ -441,3 +441,35 @@ def input_normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[floa
     """Return the (mean, std) this model's inputs are normalised with: its registry entry's (ImageNet if not built here)."""
     found = _REGISTRY.get(getattr(model, "model_name", ""))
     return (found.mean, found.std) if found else (IMAGENET_MEAN, IMAGENET_STD)
+
+
+class EvenAvgPool2d(nn.Module):
+    """nn.AdaptiveAvgPool2d computed as a plain average (mean or avg_pool2d) wherever the output divides the input.
+
+    Same values; the difference is CUDA's backward: adaptive_avg_pool2d's has no deterministic kernel (it raises
+    under torch.use_deterministic_algorithms), a mean's and avg_pool2d's are deterministic. Sizes that do not divide
+    fall back to the adaptive op.
+    """
+
+    def __init__(self, output_size: int | tuple[int | None, int | None]):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        oh, ow = self.output_size if isinstance(self.output_size, tuple) else (self.output_size,) * 2
+        oh, ow = oh or h, ow or w
+        if (oh, ow) == (1, 1):
+            return x.mean((-2, -1), keepdim=True)
+        if h % oh == 0 and w % ow == 0:
+            return nn.functional.avg_pool2d(x, (h // oh, w // ow))
+        return nn.functional.adaptive_avg_pool2d(x, self.output_size)
+
+
+def deterministic_pooling(model: nn.Module) -> int:
+    """Replace every nn.AdaptiveAvgPool2d of the model by an EvenAvgPool2d; return how many were replaced."""
+    found = [(name, m) for name, m in model.named_modules() if type(m) is nn.AdaptiveAvgPool2d]
+    for name, m in found:
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, EvenAvgPool2d(m.output_size))
+    return len(found)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import allocator, checkpoints, data, features, models, runs, transforms
+from . import allocator, checkpoints, data, devices, features, models, runs, transforms
 from .atomic import atomic_write_text, remove_temps
 from .params import Params, ParamsError, dump
 
@@ -34,8 +34,9 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS (read before its first use)
         torch.backends.cudnn.benchmark = False
-    # Set both ways: a run in the same process after a deterministic one must not inherit the setting.
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    # Set both ways: a run in the same process after a deterministic one must not inherit the setting. Not
+    # warn_only: a run that asked for determinism stops at an op that has none, and torch's error names the op.
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -116,12 +117,13 @@ class ImageStream:
 
     def __call__(self, generator: torch.Generator | None, train: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         aug = self.augment if train else None
-        for x, y in data.batches(self.split, self.batch_size, shuffle=train, generator=generator):
-            x = x.to(self.device, non_blocking=True)  # uint8: a quarter of the float batch's bytes
+        # uint8 batches go to the device (a quarter of the float batch's bytes), the next one queued ahead.
+        for x, y in devices.prefetch(data.batches(self.split, self.batch_size, shuffle=train, generator=generator),
+                                     self.device):
             if aug is not None:
-                x = aug(x, generator)  # on the device: the GPU when there is one (issue 5); draws stay on the CPU
+                x = aug(x, generator)  # on the device: the GPU when there is one; draws stay on the CPU
             x = transforms.normalise(x, self.mean, self.std).contiguous(memory_format=self.memory_format)
-            yield x, y.to(self.device, non_blocking=True)
+            yield x, y
 
 
 def head_of(model: nn.Module) -> nn.Module:
@@ -140,13 +142,17 @@ class FeatureStream:
 
     def __call__(self, generator: torch.Generator | None, train: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
+        flipping = train and self.feats_flip is not None
         order = torch.randperm(n, generator=generator) if train else torch.arange(n)
+        # transforms.hflip draws torch.rand(batch) per batch after the shuffle; the CPU generator gives the same
+        # numbers drawn for the whole epoch at once. Drawn on the host, moved to the features' device in one copy.
+        flip = torch.rand(n, generator=generator) < 0.5 if flipping else torch.zeros(n, dtype=torch.bool)
+        order, flip = devices.to_device(torch.stack([order, flip.long()]), self.feats.device).unbind(0)
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
             x = self.feats[idx]
-            if train and self.feats_flip is not None:
-                flip = torch.rand(len(idx), generator=generator) < 0.5
-                x = torch.where(flip[:, None], self.feats_flip[idx], x)
+            if flipping:
+                x = torch.where(flip[start:start + self.batch_size, None].bool(), self.feats_flip[idx], x)
             yield x, self.labels[idx]
 
 
@@ -172,46 +178,64 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast("cpu", enabled=False)
 
 
+# The step bar shows the running loss at most this often: reading it makes the host wait for the GPU, and under
+# papermill every refresh is a widget message.
+PROGRESS_EVERY_S = 2.0
+
+
 def train_one_epoch(net: nn.Module, stream: Callable, optimizer: torch.optim.Optimizer, generator: torch.Generator,
                     device: torch.device, amp: bool, progress: bool, desc: str) -> dict[str, float]:
-    """Train one epoch; return mean loss, accuracy, images seen and seconds (loss NaN when it diverged)."""
+    """Train one epoch; return mean loss, accuracy, images seen and seconds (loss NaN when it diverged).
+
+    A step never makes the host wait for the device: loss and correct count are summed where they are computed
+    and read once at the end of the epoch (syncs.py counts this; tests/test_devices.py holds it), plus once per
+    refresh of the progress bar (at most every PROGRESS_EVERY_S). A NaN/inf loss is seen at those reads.
+    """
     from tqdm.auto import tqdm
 
-    total_loss, correct, seen = 0.0, 0, 0
-    t0 = time.perf_counter()
+    # float64 sums: the same arithmetic as adding loss.item() * batch in Python, so CPU results are unchanged.
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    t0 = shown = time.perf_counter()
     n_batches = math.ceil(len(stream) / stream.batch_size)
-    bar = tqdm(stream(generator, train=True), total=n_batches, desc=desc, disable=not progress, leave=False)
+    bar = tqdm(stream(generator, train=True), total=n_batches, desc=desc, disable=not progress, leave=False,
+               mininterval=PROGRESS_EVERY_S)
     for x, y in bar:
         with _autocast(device, amp):
             logits = net(x)
             loss = F.cross_entropy(logits.float(), y)
-        if not torch.isfinite(loss):
-            bar.close()
-            return {"loss": float("nan"), "acc": correct / max(seen, 1), "images": seen,
-                    "seconds": time.perf_counter() - t0}
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total_loss += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
+        total_loss += loss.detach().double() * len(y)
+        correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-    return {"loss": total_loss / max(seen, 1), "acc": correct / max(seen, 1), "images": seen,
-            "seconds": time.perf_counter() - t0}
+        if progress and time.perf_counter() - shown >= PROGRESS_EVERY_S:
+            so_far, right = torch.stack([total_loss, correct.double()]).tolist()
+            if not math.isfinite(so_far):
+                break
+            bar.set_postfix(loss=f"{so_far / seen:.3f}", acc=f"{right / seen:.3f}", refresh=False)
+            shown = time.perf_counter()
+    bar.close()
+    loss_sum, n_correct = torch.stack([total_loss, correct.double()]).tolist()  # the epoch's one wait
+    return {"loss": loss_sum / max(seen, 1) if math.isfinite(loss_sum) else float("nan"),
+            "acc": n_correct / max(seen, 1), "images": seen, "seconds": time.perf_counter() - t0}
 
 
 @torch.no_grad()
 def evaluate(net: nn.Module, stream: Callable, device: torch.device, amp: bool) -> dict[str, Any]:
     """Return mean loss, accuracy and per-image losses, predictions and probabilities."""
-    losses, preds, probs, ys = [], [], [], []
+    rows = []
     for x, y in stream(None, train=False):
         with _autocast(device, amp):
             logits = net(x).float()
-        losses.append(F.cross_entropy(logits, y, reduction="none").cpu())
-        probs.append(logits.softmax(1).cpu())
-        preds.append(logits.argmax(1).cpu())
-        ys.append(y.cpu())
-    loss, pred, prob, y = torch.cat(losses), torch.cat(preds), torch.cat(probs), torch.cat(ys)
+        # One row per image (loss, prediction, label, probabilities), kept on the device until the pass ends.
+        rows.append(torch.cat([F.cross_entropy(logits, y, reduction="none")[:, None],
+                               logits.argmax(1, keepdim=True).float(), y[:, None].float(), logits.softmax(1)], 1))
+    packed = torch.cat(rows).cpu()  # the pass's one wait for the device; labels < 2**24 are exact in float32
+    loss, prob = packed[:, 0].contiguous(), packed[:, 3:].contiguous()
+    pred, y = packed[:, 1].long(), packed[:, 2].long()
     return {"loss": loss.mean().item(), "acc": (pred == y).float().mean().item(), "losses": loss.numpy(),
             "pred": pred.numpy(), "prob": prob.numpy(), "y": y.numpy()}
 
@@ -394,6 +418,8 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
     # runs before the run directory is touched, so a refused run leaves nothing behind.
     subset = load_subset(p)
     model = models.build_from_params(p).to(device)
+    if p.deterministic and device.type == "cuda":
+        models.deterministic_pooling(model)  # CUDA's adaptive average pool has no deterministic backward
     trained = trained_part(p, model)
     last_path = rdir / runs.LAST
     state = checkpoints.resumable(last_path, p.fingerprint(), trained) if resume and last_path.is_file() else None

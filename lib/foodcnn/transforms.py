@@ -6,6 +6,8 @@ from typing import Callable
 
 import torch
 
+from . import devices
+
 # Report B's Table 5 gives no ColorJitter strengths; these are moderate, commonly used values.
 COLOR_JITTER = dict(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05)
 
@@ -14,10 +16,9 @@ Augment = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
 
 def hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Return the batch with each image flipped left-right with probability 0.5 (report A's "Ron_flip")."""
-    flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
-    x = x.clone()
-    x[flip] = x[flip].flip(-1)
-    return x
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5  # drawn on the CPU: the same on every device
+    # A select, not x[flip] = ...: a boolean mask makes the host wait for the GPU to count its true elements.
+    return torch.where(devices.to_device(flip, x.device).view(-1, 1, 1, 1), x.flip(-1), x)
 
 
 class Wide:
@@ -125,10 +126,43 @@ class Wide:
             out = torch.where((i == k).unsqueeze(1), choices[k], out)
         return out
 
-    def colour(self, x: torch.Tensor, prm: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Return the [0, 1] float batch through ColorJitter's four adjustments, each image in its own order."""
+    @staticmethod
+    def groups(order: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
+        """Return (position, adjustment, images) for every non-empty group of a host-side `order` draw."""
+        out = []
+        for pos in range(4):
+            for k in range(4):
+                idx = (order[:, pos] == k).nonzero()[:, 0]
+                if len(idx):
+                    out.append((pos, k, idx))
+        return out
+
+    def to_device(self, prm: dict[str, torch.Tensor], device: torch.device
+                  ) -> tuple[dict[str, torch.Tensor], list[tuple[int, int, torch.Tensor]]]:
+        """Return the parameters (float32) and colour groups on `device`, moved in one copy that does not block."""
+        keys = [k for k in prm if k != "order"]
+        n = len(prm[keys[0]])
+        groups = self.groups(prm["order"])  # decided on the host from the host's draws: no wait for the device
+        flat = torch.cat([torch.stack([prm[k].to(torch.float32) for k in keys]).reshape(-1),
+                          *(idx.to(torch.float32) for _, _, idx in groups)])  # indices < 2**24: exact in float32
+        flat = devices.to_device(flat, device)
+        out = {k: flat[i * n:(i + 1) * n] for i, k in enumerate(keys)}
+        index = flat[len(keys) * n:].long()
+        on_device, start = [], 0
+        for pos, k, idx in groups:
+            on_device.append((pos, k, index[start:start + len(idx)]))
+            start += len(idx)
+        return out, on_device
+
+    def colour(self, x: torch.Tensor, prm: dict[str, torch.Tensor],
+               groups: list[tuple[int, int, torch.Tensor]] | None = None) -> torch.Tensor:
+        """Return the [0, 1] float batch through ColorJitter's four adjustments, each image in its own order.
+
+        `groups`: Wide.to_device's; by default computed from prm["order"], which must then be on the host.
+        """
         f = {k: prm[k].to(x.device, torch.float32) for k in ("brightness", "contrast", "saturation", "hue")}
-        order = prm["order"].to(x.device)
+        if groups is None:
+            groups = [(pos, k, idx.to(x.device)) for pos, k, idx in self.groups(prm["order"])]
 
         def op(k: int, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
             a = f[("brightness", "contrast", "saturation", "hue")[k]][idx].view(-1, 1, 1, 1)
@@ -141,17 +175,14 @@ class Wide:
             return self._hue(y, a)
 
         x = x.clone()
-        for pos in range(4):  # the images whose pos-th adjustment is k, a group at a time
-            for k in range(4):
-                idx = (order[:, pos] == k).nonzero()[:, 0]
-                if len(idx):
-                    x[idx] = op(k, x[idx], idx)
+        for _, k, idx in groups:  # the images whose pos-th adjustment is k, a group at a time, pos by pos
+            x[idx] = op(k, x[idx], idx)
         return x
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        prm = self.draw(x.shape[0], generator)
+        prm, groups = self.to_device(self.draw(x.shape[0], generator), x.device)
         y = self.geometry(x.float() / 255.0, prm)
-        return (self.colour(y, prm) * 255.0).round().clamp(0, 255).to(torch.uint8)
+        return (self.colour(y, prm, groups) * 255.0).round().clamp(0, 255).to(torch.uint8)
 
 
 def make(name: str, size: int) -> Augment | None:
@@ -167,6 +198,6 @@ def make(name: str, size: int) -> Augment | None:
 
 def normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """Return a float batch in the model's input space from a uint8 batch (on x's device)."""
-    m = torch.tensor(mean, device=x.device).view(1, -1, 1, 1) * 255.0
-    s = torch.tensor(std, device=x.device).view(1, -1, 1, 1) * 255.0
+    m = devices.constant(tuple(mean), x.device, 255.0)
+    s = devices.constant(tuple(std), x.device, 255.0)
     return (x.float() - m) / s
