@@ -4,6 +4,7 @@
     python benchmarks/bench.py --quick         # a smoke run: fewer steps, 224 px for resnet18 only
     python benchmarks/bench.py --only-patches  # candidate library patches (the other memory format, 1 thread) only
     python benchmarks/bench.py --device cuda   # GPU: images/s at 224 px with AMP + the paper catalogue's wall time
+    python benchmarks/bench.py --device cuda --json costs.json  # ... and its per-row costs as JSON (gpu.row_costs)
 
 Both loops run in one bench run, side by side, on the same model, data, batch size and number of
 steps. Each table row gets two fresh helper processes (measure.Helper): the reports' loop runs in one
@@ -317,12 +318,15 @@ def main(argv: list[str] | None = None) -> int:
                          "inference_mode and a larger batch for the feature pass (adds ~5 min on 2 cores)")
     ap.add_argument("--only-patches", action="store_true", help="measure only the candidate library patches")
     ap.add_argument("--size", type=int, help="image size of the --device cuda table (default 224)")
+    ap.add_argument("--projection", action="store_true",
+                    help="the --device cuda tables and catalogue projection on any device (a dry run on the CPU)")
+    ap.add_argument("--json", metavar="PATH", help="with the projection: write its per-row costs to PATH")
     args = ap.parse_args(argv)
     os.chdir(REPO)
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    if args.device == "cpu":
+    if args.device == "cpu" and not args.projection:
         run_cpu(args)
     else:
         run_cuda(args)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import Subset as IndexSubset
 
@@ -106,7 +107,7 @@ class TimedStream:
         self.inner, self.warmup, self.steps, self.device = inner, warmup, steps, device
         self.on_timed_start = on_timed_start
         self.batch_size = inner.batch_size
-        self.seconds = self.data_wait = 0.0
+        self.seconds = self.data_wait = self.warmup_seconds = 0.0
         self.images = 0
 
     def __len__(self) -> int:
@@ -119,12 +120,14 @@ class TimedStream:
     def __call__(self, generator: torch.Generator | None, train: bool) -> Iterator:
         it = self.inner(generator, train)
         start = None
+        first = time.perf_counter()
         for i in range(self.warmup + self.steps):
             if i == self.warmup:
                 if self.on_timed_start is not None:
                     self.on_timed_start()
                 self._sync()
                 start = time.perf_counter()
+                self.warmup_seconds = start - first
             t0 = time.perf_counter()
             try:
                 x, y = next(it)
@@ -139,15 +142,25 @@ class TimedStream:
             self.seconds = time.perf_counter() - start
 
     def result(self) -> dict:
-        """Return images/s and the data-wait share of the timed steps."""
-        return {"images": self.images, "seconds": self.seconds,
-                "images_per_s": self.images / self.seconds if self.seconds else float("nan"),
-                "data_wait_share": self.data_wait / self.seconds if self.seconds else float("nan")}
+        """Return images/s and the data-wait share of the timed steps, and the warm-up's time beyond that rate."""
+        ips = self.images / self.seconds if self.seconds else float("nan")
+        return {"images": self.images, "seconds": self.seconds, "images_per_s": ips,
+                "data_wait_share": self.data_wait / self.seconds if self.seconds else float("nan"),
+                "warmup_excess_s": max(0.0, self.warmup_seconds - self.warmup * self.batch_size / ips)}
 
 
 def truncate(split: data.Decoded, n: int) -> data.Decoded:
     """Return the first n images of a decoded split."""
     return data.Decoded(split.images[:n], split.labels[:n], split.keys[:n], [])
+
+
+def repeat(split: data.Decoded, n: int) -> data.Decoded:
+    """Return n images of a split, starting over where it is shorter: timed steps are always full batches (a
+    partial batch is another shape, which cuDNN autotunes anew inside the timed window)."""
+    if n <= len(split):
+        return truncate(split, n)
+    idx = np.arange(n) % len(split)
+    return data.Decoded(np.ascontiguousarray(split.images[idx]), split.labels[idx], [split.keys[i] for i in idx], [])
 
 
 def build(name: str, freeze: str, device: torch.device, channels_last: bool = False, **knobs: Any) -> torch.nn.Module:
@@ -228,7 +241,7 @@ def measure_ours(s: Setup, name: str, size: int, batch: int, warmup: int, steps:
     """
     if channels_last is None:
         channels_last = train.channels_last_pays(name, s.device, size)
-    split = truncate(s.split(size), (warmup + steps) * batch)
+    split = repeat(s.split(size), (warmup + steps) * batch)
     model = build(name, freeze, s.device, channels_last, **(knobs or {}))
     mem = PeakMemory(s.device)
     stream = TimedStream(train.ImageStream(split, model, s.device, batch, None, channels_last), warmup, steps, s.device,
@@ -241,30 +254,6 @@ def measure_ours(s: Setup, name: str, size: int, batch: int, warmup: int, steps:
     return {**stream.result(), "peak_mb": mem.peak_mb, "cuda_peak_mb": mem.cuda_peak_mb}
 
 
-def train_one_epoch_nosync(net, stream, optimizer, generator, device, amp, progress, desc) -> dict[str, float]:
-    """Candidate patch of train.train_one_epoch: loss/accuracy summed on the device, read once per epoch.
-
-    The library reads loss.item(), the correct count and isfinite(loss) every step: three host-device
-    syncs that keep the CPU from preparing the next batch while the GPU works. Here a NaN/inf loss is
-    noticed at the end of the epoch (the sum is NaN) instead of at the step.
-    """
-    total_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
-    t0 = time.perf_counter()
-    for x, y in stream(generator, train=True):
-        with train._autocast(device, amp):
-            logits = net(x)
-            loss = torch.nn.functional.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
-    loss_sum = total_loss.item()
-    return {"loss": loss_sum / max(seen, 1) if math.isfinite(loss_sum) else float("nan"),
-            "acc": correct.item() / max(seen, 1), "images": seen, "seconds": time.perf_counter() - t0}
 
 
 @contextlib.contextmanager
@@ -281,7 +270,7 @@ def patched(obj: Any, name: str, value: Any) -> Iterator[None]:
 def measure_eval(s: Setup, name: str, size: int, batch: int, warmup: int, steps: int, channels_last: bool = True,
                  amp: bool = False, knobs: dict | None = None) -> dict:
     """Return images/s of train.evaluate (validation and test passes) over the whole model."""
-    split = truncate(s.split(size), (warmup + steps) * batch)
+    split = repeat(s.split(size), (warmup + steps) * batch)
     model = build(name, "none", s.device, channels_last, **(knobs or {}))
     stream = TimedStream(train.ImageStream(split, model, s.device, batch, None, channels_last), warmup, steps, s.device)
     models.set_train_mode(model, False)
@@ -293,7 +282,7 @@ def measure_features(s: Setup, name: str, size: int, images: int, batch: int = f
                      amp: bool = False) -> dict:
     """Return images/s of features.extract (the one-off pass of a frozen-backbone run) and its peak memory."""
     model = build(name, "head", s.device)
-    split = s.split(size)
+    split = repeat(s.split(size), images)
     features.extract(model, truncate(split, batch), s.device, batch_size=batch, amp=amp)  # warm-up
     # Timed without the memory sampler: reading PSS takes ~15 ms of a core, a tenth of a short pass.
     if s.device.type == "cuda":

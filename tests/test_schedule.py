@@ -48,8 +48,11 @@ def test_gpu_bench_prints_the_catalogue_on_1_to_8_gpus(monkeypatch, capsys):
     rows = [gpu.Row("a", "resnet18", "head", "none", {}, seeds=3),  # features once, by the first seed's run
             gpu.Row("c", "resnet18", "none", "none", {}, epochs=2, seeds=3)]
     counts = {"train": 6000, "val": 1200, "test": 1200}
-    total, table_rows = gpu.project(rows, {("resnet18", "none", "{}"): 50.0}, {"resnet18": 10.0}, 0.0, counts)
-    gpu.print_gpu_projection(table_rows)
+    costs = gpu.Costs(train={gpu.train_key(rows[1]): 50.0}, eval={gpu.eval_key(rows[1]): 10.0},
+                      features={("resnet18", 224): 10.0}, checkpoint_s={"resnet18": 0.0})  # no fixed costs here
+    rc = gpu.row_costs(rows, costs, counts)
+    total = sum(r.seconds for r in rc)
+    gpu.print_gpu_projection(rc)
     last = dict(kv.split("=") for kv in capsys.readouterr().out.split("\n")[-2].split())
     # features: 8,400 images at 10 img/s = 14 min; a full run: 2 x (6000/50 + 1200/10) + 1200/10 s = 10 min
     assert total / 60 == pytest.approx(44.0)

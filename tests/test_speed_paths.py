@@ -172,19 +172,48 @@ def test_bench_helper_processes_measure_with_and_without_the_library_malloc(subs
     assert not ref.proc.is_alive() and not ours.proc.is_alive()
 
 
-def test_gpu_projection_computes_shared_features_once(monkeypatch):
-    """The paper catalogue's wall time: a frozen backbone's features are paid by its first run only."""
+def test_gpu_projection_charges_every_cost_once_where_it_falls(monkeypatch):
+    """The paper catalogue's wall time: a frozen backbone's features and a size's decode are paid by their first
+    run only; every run pays its start, warm-up and checkpoints; rates are looked up per (model, batch, size)."""
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     _load("reference")
     _load("measure")
     gpu = _load("gpu")
     rows = [gpu.Row("a", "resnet18", "head", "none", {}, seeds=3),
             gpu.Row("b", "resnet18", "head", "hflip", {}, seeds=3),
-            gpu.Row("c", "resnet18", "none", "none", {}, epochs=2, seeds=3)]
+            gpu.Row("c", "resnet18", "none", "none", {}, epochs=2, seeds=3),
+            gpu.Row("d", "resnet18", "none", "wide", {}, epochs=2, batch=64, seeds=1)]
+    costs = gpu.Costs(train={gpu.train_key(rows[2]): 50.0, gpu.train_key(rows[3]): 100.0},
+                      warmup={gpu.train_key(rows[2]): 3.0}, eval={gpu.eval_key(rows[2]): 10.0,
+                                                                 gpu.eval_key(rows[3]): 20.0},
+                      features={("resnet18", 224): 10.0}, wide_s={224: 0.01}, checkpoint_s={"resnet18": 0.5},
+                      start_s=2.0, decode_ips=170.0)
     counts = {"train": 100, "val": 20, "test": 50}
-    total, table_rows = gpu.project(rows, {("resnet18", "none", "{}"): 50.0}, {"resnet18": 10.0}, 0.0, counts)
-    features_s = (100 + 20 + 50) / 10.0 + 100 / 10.0  # plain view once, the flipped view once, for all six runs
-    full_s = 3 * (2 * (100 / 50.0 + 20 / 10.0) + 50 / 10.0)
-    assert total == pytest.approx(features_s + full_s)
-    assert [r[4] for r in table_rows] == ["cached features", "cached features", "full network"]
-    assert table_rows[1][-1] == pytest.approx(100 / 10.0 / 60)  # b computes only the flipped view
+    rc = gpu.row_costs(rows, costs, counts)
+    assert [r.path for r in rc] == ["cached features", "cached features", "full network", "wide aug"]
+    decode = (100 + 20 + 50) / 170.0
+    assert rc[0].shared_s == pytest.approx(decode + (100 + 20 + 50) / 10.0) and rc[0].seed_s == 2.0
+    assert rc[1].shared_s == pytest.approx(100 / 10.0)  # b computes only the flipped view
+    epoch_c = 100 / 50.0 + 20 / 10.0  # 4 s: with checkpoint_every_s 5, last.pt once in 2 epochs, best.pt at the end
+    costs.checkpoint_every_s = 5.0
+    rc = gpu.row_costs(rows, costs, counts)
+    assert rc[2].seed_s == pytest.approx(2.0 + 3.0 + 2 * epoch_c + 50 / 10.0 + 2 * 0.5) and rc[2].shared_s == 0
+    epoch_d = 100 / 100.0 + 20 / 20.0 + 100 * 0.01
+    assert rc[3].seed_s == pytest.approx(2.0 + 2 * epoch_d + 50 / 20.0 + 2 * 0.5)
+    costs.checkpoint_every_s = 0.0  # after every epoch
+    assert gpu.row_costs(rows, costs, counts)[2].seed_s == pytest.approx(rc[2].seed_s + 0.5)
+    assert sum(r.seconds for r in rc) == pytest.approx(3 * 2.0 * 2 + rc[0].shared_s + rc[1].shared_s
+                                                       + 3 * rc[2].seed_s + rc[3].seed_s)
+    as_json = gpu.costs_json(rows, costs, rc, "cuda")
+    assert [r["id"] for r in as_json["rows"]] == ["a", "b", "c", "d"]
+    assert as_json["total_seconds"] == pytest.approx(sum(r.seconds for r in rc))
+
+
+def test_bench_times_full_batches_only(subset, tmp_path):
+    bench = _load("measure")
+    setup = bench.Setup(subset, torch.device("cpu"), tmp_path / "cache", params.Params())
+    split = setup.split(20)
+    longer = bench.repeat(split, 3 * len(split) + 5)
+    assert len(longer) == 3 * len(split) + 5 and np.array_equal(longer.images[len(split)], split.images[0])
+    ours = bench.measure_ours(setup, "baseline", 20, 16, warmup=1, steps=len(split) // 16 + 2)
+    assert ours["images"] == 16 * (len(split) // 16 + 2) and ours["warmup_excess_s"] >= 0
