@@ -7,7 +7,7 @@
 # efficientnet_lite0); it uses the checkout's lib/ as is, nothing is installed.
 #
 #   benchmarks/gpu_smoke.sh                  # on the GPU machine
-#   benchmarks/gpu_smoke.sh --device cpu     # a dry run of the same code paths on the CPU (64 px, fewer images)
+#   benchmarks/gpu_smoke.sh --device cpu     # a dry run of the same code paths on the CPU (32 px, fewer images)
 #
 # Options: --device cuda|cpu, --size PX, --no-bench, --bench-models "m1 m2", --work DIR (default: $OUT/gpu-smoke
 # when OUT is set, else a temporary folder). Logs and costs.json (the projection's per-row costs) land in DIR.
@@ -26,8 +26,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 if [ "$device" = cpu ]; then
-  size=${size:-64}; extra=(--epochs 1 --batch 16 --per-class 20); bench_models=${bench_models:-"baseline resnet18"}
-  limits=(1800 1800)  # a CPU shared with other work: the limits are there to stop a hang, not to time it
+  size=${size:-32}; extra=(--epochs 1 --batch 8 --per-class 10); bench_models=${bench_models:-"baseline"}
+  limits=(7200 7200)  # a CPU shared with other work: the limits are there to stop a hang, not to time it
 else
   size=${size:-224}; extra=(--epochs 2 --batch 32 --per-class 40)
   limits=(300 420)  # bench, runs: together under 10 minutes with the set-up
