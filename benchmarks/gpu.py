@@ -107,6 +107,15 @@ def cached(r: Row) -> bool:
     return r.freeze == "head" and r.augment in ("none", "hflip")
 
 
+def smallest_size(r: Row) -> int:
+    """Return the smallest input the row's model accepts (SPEC §6: no padding in the small CNNs)."""
+    if models.family(r.model) != "small":
+        return 32
+    k = r.knobs
+    return models.min_input_size(models.apply_knobs(models.SMALL_SPECS[r.model], k.get("extra_convs", 0),
+                                                    k.get("extra_convs_after", "conv3"), k.get("extra_pool_after")))
+
+
 def knob_key(knobs: dict) -> str:
     return repr(sorted(knobs.items()))
 
@@ -254,8 +263,8 @@ def run_cuda(args: argparse.Namespace) -> None:
     s = make_setup(device, args.root, args.source_side or None)
     rows, source = catalogue()
     size = args.size or PAPER_SIZE
-    if args.size:
-        rows = [Row(**{**asdict(r), "size": size}) for r in rows]
+    if args.size:  # each row at that size or the smallest its model accepts
+        rows = [Row(**{**asdict(r), "size": max(size, smallest_size(r))}) for r in rows]
     if args.models:
         rows = [r for r in rows if r.model in args.models]
     w, k = (2, 4) if args.quick else (10, 50)
@@ -267,12 +276,14 @@ def run_cuda(args: argparse.Namespace) -> None:
     try:
         s.split(size)  # the cold decode, timed once
         for name in names:
-            ref = measure_reference(s, name, size, batch, w, k, "none")
-            o = measure_ours(s, name, size, batch, w, k, "none", channels_last=True, amp=True)
-            o32 = measure_ours(s, name, size, batch, w, k, "none")
+            px = max(size, smallest_size(Row(name, name, "none", "none", {})))
+            s.split(px)
+            ref = measure_reference(s, name, px, batch, w, k, "none")
+            o = measure_ours(s, name, px, batch, w, k, "none", channels_last=True, amp=True)
+            o32 = measure_ours(s, name, px, batch, w, k, "none")
             pretrained = models.family(name) == "pretrained"
-            ev = measure_features(s, name, size, max(features.BATCH, k * batch), amp=True) if pretrained else None
-            mrows.append([name, size, ref["images_per_s"], pct(ref["data_wait_share"]), o32["images_per_s"],
+            ev = measure_features(s, name, px, max(features.BATCH, k * batch), amp=True) if pretrained else None
+            mrows.append([name, px, ref["images_per_s"], pct(ref["data_wait_share"]), o32["images_per_s"],
                           o["images_per_s"], f"{o['images_per_s'] / ref['images_per_s']:.2f}x",
                           pct(o["data_wait_share"]), o["warmup_excess_s"], ev["images_per_s"] if ev else float("nan"),
                           o["cuda_peak_mb"]])

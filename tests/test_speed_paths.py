@@ -204,6 +204,8 @@ def test_gpu_projection_charges_every_cost_once_where_it_falls(monkeypatch):
     assert gpu.row_costs(rows, costs, counts)[2].seed_s == pytest.approx(rc[2].seed_s + 0.5)
     assert sum(r.seconds for r in rc) == pytest.approx(3 * 2.0 * 2 + rc[0].shared_s + rc[1].shared_s
                                                        + 3 * rc[2].seed_s + rc[3].seed_s)
+    # a smaller --size never goes below what a row's model accepts (b_custom3: the baseline with an extra pool)
+    assert gpu.smallest_size(gpu.Row("x", "baseline", "none", "none", {"extra_pool_after": "conv2"})) == 37
     as_json = gpu.costs_json(rows, costs, rc, "cuda")
     assert [r["id"] for r in as_json["rows"]] == ["a", "b", "c", "d"]
     assert as_json["total_seconds"] == pytest.approx(sum(r.seconds for r in rc))
