@@ -106,7 +106,8 @@ def sync_check(s: Smoke) -> tuple[bool, str, dict]:
     _, counter = syncs.count(train.train_one_epoch, model, stream, opt, g, s.device, True, False, "counted")
     waits = counter.syncs()
     steps = math.ceil(len(split) / batch)
-    return len(waits) == 1, f"{len(waits)} waits in an epoch of {steps} steps (wide, AMP): {waits[:3]}", {}
+    expected = 0 if s.device.type == "cpu" else 1  # the loss and accuracy sums read at the end; none on a CPU
+    return len(waits) == expected, f"{len(waits)} waits in an epoch of {steps} steps (wide, AMP): {waits[:3]}", {}
 
 
 def resume_check(s: Smoke) -> tuple[bool, str, dict]:
