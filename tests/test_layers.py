@@ -18,8 +18,8 @@ ORDER = ("leaf", "engine", "view", "orchestration")
 LAYERS = {
     # leaves: no other layer; each owns one concern
     "__init__": "leaf", "allocator": "leaf", "atomic": "leaf", "checkpoints": "leaf", "data": "leaf",
-    "datacheck": "leaf", "effnet": "leaf", "metrics": "leaf", "models": "leaf", "params": "leaf", "probing": "leaf", "runs": "leaf",
-    "stats": "leaf", "synth": "leaf", "transforms": "leaf", "viz": "leaf",
+    "datacheck": "leaf", "devices": "leaf", "effnet": "leaf", "metrics": "leaf", "models": "leaf", "params": "leaf", "probing": "leaf", "runs": "leaf",
+    "stats": "leaf", "synth": "leaf", "syncs": "leaf", "transforms": "leaf", "viz": "leaf",
     # engine: training one run
     "features": "engine", "train": "engine",
     # views: run directories turned into tables and pictures
