@@ -10,18 +10,6 @@ import sys
 from . import __version__
 
 
-def _overrides(pairs: list[str]) -> dict:
-    import yaml
-
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def cmd_data(args: argparse.Namespace) -> int:
     from . import data, synth
 
@@ -49,7 +37,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from . import params, train
 
-    p = params.load(args.params, profile=args.profile, overrides=_overrides(args.set))
+    p = params.load(args.params, profile=args.profile, overrides=params.parse_overrides(args.set))
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops a run as Ctrl-C does (exit 130)
     result = train.run(p, out=args.out, resume=args.resume)
     print(train.describe(result))
@@ -76,14 +64,14 @@ def _executor(args: argparse.Namespace):
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from . import batch
+    from . import batch, params
 
     executor = _executor(args)
     if isinstance(executor, str):
         print(f"error: {executor}", file=sys.stderr)
         return 2
     jobs = batch.plan(args.profile, args.ids, params_dir=args.params_dir, notebooks_dir=args.notebooks_dir,
-                      overrides=_overrides(args.set))
+                      overrides=params.parse_overrides(args.set))
     print(f"{len(jobs)} run(s) planned for profile {args.profile}")
     from tqdm.contrib.logging import logging_redirect_tqdm
 

@@ -30,7 +30,7 @@ def save(path: str | Path, **content: Any) -> None:
     atomic_torch_save(path, {"format": FORMAT, **content})
 
 
-def _reason(e: Exception) -> str:
+def load_error(e: Exception) -> str:
     """Return the useful line of a load error (torch's advice to retry with weights_only=False is dropped)."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     if isinstance(e, pickle.UnpicklingError) and lines[:1] and lines[0].startswith("Weights only load failed"):
@@ -51,7 +51,7 @@ def load(path: str | Path) -> dict[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # damaged bytes surface as many types: UnpicklingError, RuntimeError, EOFError, KeyError...
         raise CheckpointError(
-            f"checkpoint {path} cannot be loaded safely ({_reason(e)}). "
+            f"checkpoint {path} cannot be loaded safely ({load_error(e)}). "
             "It is damaged, or was not written by foodcnn (code in a file is refused, never run); "
             "delete it and re-run (without --resume)."
         ) from None

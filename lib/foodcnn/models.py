@@ -250,23 +250,24 @@ def _load_torchvision(name: str, pretrained: str, weights_path: str | None) -> t
     ctor = getattr(torchvision.models, ctor_name)
     weights = getattr(torchvision.models, enum_name).IMAGENET1K_V1
     model = ctor(weights=None)
+    filename = weights.url.rsplit("/", 1)[-1]
     if pretrained == "none":
         return model, "random init (pretrained: none)"
     if weights_path:
         path = Path(weights_path).expanduser()
         if not path.is_file():
             raise WeightsUnavailable(f"weights_path {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        model.load_state_dict(_state_for(model, name, path, filename))
         return model, f"ImageNet ({path.name})"
-    filename = weights.url.rsplit("/", 1)[-1]
     cached = weights_cache_dir() / filename
     if cached.is_file() or os.environ.get("FOODCNN_ALLOW_DOWNLOAD", "0") == "1":
         try:
             model.load_state_dict(weights.get_state_dict(progress=False, check_hash=False))
             return model, f"ImageNet ({filename})"
         except Exception as e:  # offline download, corrupt file
-            reason = f"{type(e).__name__}: {e}"
+            from .checkpoints import load_error
+
+            reason = load_error(e)
     else:
         reason = "not in the local cache (set FOODCNN_ALLOW_DOWNLOAD=1 to let torchvision download it)"
     msg = (f"ImageNet weights for {name} unavailable: {reason}. Put {filename} into {weights_cache_dir()} "
@@ -275,6 +276,40 @@ def _load_torchvision(name: str, pretrained: str, weights_path: str | None) -> t
         raise WeightsUnavailable(msg)
     log.warning("%s Training from random init instead (pretrained: auto).", msg)
     return model, "random init (ImageNet weights unavailable)"
+
+
+def _summary(keys: list[str], shown: int = 3) -> str:
+    return ", ".join(keys[:shown]) + (f", ... ({len(keys) - shown} more)" if len(keys) > shown else "")
+
+
+def _state_for(model: nn.Module, name: str, path: Path, filename: str) -> dict[str, torch.Tensor]:
+    """Return the state dict in `path`, checked key by key and shape by shape against `model` (before any training)."""
+    from .checkpoints import FORMAT, load_error
+
+    fix = (f"Point weights_path at {name}'s ImageNet state dict (torchvision's {filename}), "
+           "or remove weights_path to use torchvision's cache.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # damaged bytes surface as UnpicklingError, RuntimeError, EOFError, ...
+        raise WeightsUnavailable(f"weights_path {path} cannot be loaded ({load_error(e)}): the file is damaged or "
+                                 f"not a PyTorch state dict. {fix}") from None
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        raise WeightsUnavailable(f"weights_path {path} is a foodcnn run checkpoint (best.pt/last.pt), not ImageNet "
+                                 f"weights. {fix}")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsUnavailable(f"weights_path {path} does not hold a state dict (parameter name -> tensor). {fix}")
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in {name}"
+                for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    problems = [f"{len(keys)} {what}: {_summary(keys)}" for keys, what in
+                ((missing, f"of {name}'s {len(expected)} tensors missing"), (unexpected, "unexpected"),
+                 (reshaped, "of another shape")) if keys]
+    if problems:
+        kind = " they look like another architecture's weights." if missing or unexpected else ""
+        raise WeightsUnavailable(f"weights_path {path} does not fit {name} ({'; '.join(problems)});{kind} {fix}")
+    return state
 
 
 def fetch_imagenet_weights() -> list[Path]:
@@ -391,12 +426,18 @@ def set_train_mode(model: nn.Module, training: bool = True) -> None:
 def check_options(p: Any) -> None:
     """Raise ValueError when a params object's model options cannot build (checked before training)."""
     if family(p.model) == "small":
+        if p.weights_path:
+            raise ValueError(f"key 'weights_path': {p.model} is trained from scratch and reads no weights file; "
+                             "remove the key")
         tokens = apply_knobs(SMALL_SPECS[p.model], p.extra_convs, p.extra_convs_after, p.extra_pool_after)
         need = min_input_size(tokens)
         size = p.resolved_image_size
         if size < need:
             raise ValueError(f"key 'image_size': {p.model} needs inputs of at least {need} px (no padding), got {size}")
     else:
+        if p.weights_path and p.model not in _TORCHVISION:
+            raise ValueError(f"key 'weights_path': {p.model} does not read weights from a file "
+                             f"(only {', '.join(_TORCHVISION)} do); remove the key")
         if p.extra_convs or p.extra_pool_after:
             raise ValueError(f"keys 'extra_convs'/'extra_pool_after' apply to the small CNNs only, not {p.model}")
         if p.resolved_image_size < 32:

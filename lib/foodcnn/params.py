@@ -23,6 +23,7 @@ BAD_IMAGE_MODES = ("skip", "fail")
 DEVICES = ("auto", "cpu", "cuda")
 FREEZE_RE = re.compile(r"^(none|head|conv1|every_nth:[1-9][0-9]*)$")
 FREEZE_CHOICES = "none, head, conv1, every_nth:K (K >= 1)"
+MAX_SEED = 2**63 - 1
 
 # Fields that change how a run is executed or where it is written, not what it computes:
 # a run whose other fields are unchanged is skipped on a re-run (see `fingerprint`).
@@ -211,6 +212,10 @@ def _check(source: str, p: Params) -> None:
             raise ParamsError(f"{source}: key '{key}': must be >= 1 or null, got {v!r}")
     if not p.seeds:
         raise ParamsError(f"{source}: key 'seeds': needs at least one seed")
+    for key, seed in [("seed", p.seed), ("split_seed", p.split_seed), *(("seeds", s) for s in p.seeds)]:
+        if not 0 <= seed <= MAX_SEED:  # what torch, NumPy and the report's int64 columns all take
+            raise ParamsError(f"{source}: key '{key}': a seed must be an integer from 0 to 2**63 - 1 "
+                              f"({MAX_SEED}), got {seed}")
     for name, size in p.image_size_by_model.items():
         _choice(source, f"image_size_by_model.{name}", name, models.names())
         if size <= 0:
@@ -251,8 +256,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: no such parameter file")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text())
+        text = raw.decode("utf-8")  # a byte-order mark is fine: YAML skips it
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ParamsError(f"{path}, line {line}: not UTF-8 (byte 0x{raw[e.start]:02x}); save the file again as UTF-8"
+                          ) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
     if data is None:
@@ -323,8 +335,28 @@ def load(
         merged.update(by_model.get(merged.get("model", FIELDS["model"].default), {}))
         merged["profile"] = Path(profile).stem
     if overrides:
+        for key, value in overrides.items():  # errors name --set, not the file the value never came from
+            if key not in FIELDS or not _type_ok(value, _HINTS[key])[0]:
+                from_mapping({key: value}, source="--set")  # raises with did-you-mean or the expected type
         merged.update(overrides)
     return from_mapping(merged, source=f"{path}" + (f" + profile {profile}" if profile else ""))
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, Any]:
+    """Return the mapping of command-line `KEY=VALUE` pairs (each value read as YAML)."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ParamsError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set epochs=3 or --set 'classes=[pizza, sushi]'")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ParamsError(f"--set {pair!r}: the value is not valid YAML ({problem}); quote a string "
+                              f"(--set '{key}=\"...\"') or close the brackets of a list ([a, b])") from None
+    return out
 
 
 def dump(p: Params) -> str:
