@@ -35,11 +35,28 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import params, train
+    from . import params, runs, train
 
     p = params.load(args.params, profile=args.profile, overrides=params.parse_overrides(args.set))
+    if p.progress and not sys.stderr.isatty():  # a log file or CI: one line per epoch instead of redrawn bars
+        p = p.replace(progress=False)
+    rdir = runs.run_dir(p, args.out)
+    if not args.rerun:  # a finished result is replaced only when asked: a new run starts by removing it
+        try:
+            done = runs.load_result(rdir)
+        except runs.ResultError as e:
+            raise runs.ResultError(f"{e}. Nothing was changed: repair the file, or pass --rerun to train the run "
+                                   "again (its files are replaced)") from None
+        if done is not None and done.get("fingerprint") == p.fingerprint():
+            acc = done.get("test_acc")
+            print(f"{rdir} is finished ({done['status']}" + (f", test accuracy {100 * acc:.2f}%" if acc is not None else "")
+                  + "); nothing to do. Pass --rerun to train it again (its files are replaced).")
+            return 0
+        if done is not None:
+            raise params.ParamsError(f"{rdir} holds a finished run of other parameters; nothing was changed. "
+                                     "Pass --out with another directory, or --rerun to replace that run.")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops a run as Ctrl-C does (exit 130)
-    result = train.run(p, out=args.out, resume=args.resume)
+    result = train.run(p, out=rdir, resume=args.resume)
     print(train.describe(result))
     return 0 if result["status"] == "ok" else 3
 
@@ -78,7 +95,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if not args.verbose:  # papermill logs three INFO lines per notebook; the bar and one line per run say enough
         logging.getLogger("papermill").setLevel(logging.WARNING)
     with logging_redirect_tqdm():  # log lines print above the progress bar instead of breaking it
-        outcomes = batch.run_batch(jobs, progress=not args.quiet, rerun=args.rerun, executor=executor)
+        # Not a terminal (a log file, CI): no redrawn bar; the line logged per finished run says enough.
+        outcomes = batch.run_batch(jobs, progress=not args.quiet and sys.stderr.isatty(), rerun=args.rerun,
+                                   executor=executor)
     print(batch.summary(outcomes))
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
@@ -119,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--profile", help="profile overlay: demo, paper, tiny, or a YAML path")
     r.add_argument("--out", help="run directory (default: <runs_dir>/<profile>/<id>/seed<seed>)")
     r.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed epoch")
+    r.add_argument("--rerun", action="store_true",
+                   help="train again even when the directory holds a finished run (its files are replaced)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter (YAML value)")
     r.set_defaults(fn=cmd_run)
 
@@ -153,10 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     from .data import BadImageError, DatasetError
     from .models import WeightsUnavailable
     from .params import ParamsError
+    from .runs import ResultError
 
     try:
         return args.fn(args)
-    except (ParamsError, DatasetError, BadImageError, WeightsUnavailable, CheckpointError, OSError) as e:
+    except (ParamsError, DatasetError, BadImageError, WeightsUnavailable, CheckpointError, ResultError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

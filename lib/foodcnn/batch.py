@@ -11,7 +11,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from . import models, params, runs
 from .atomic import atomic_write_text
@@ -143,7 +143,7 @@ def execute(job: Job, env: dict[str, str] | None = None, cwd: str | None = None)
             str(job.notebook), str(out_nb), parameters=job.params.to_dict(), kernel_name=KERNEL,
             progress_bar=False, log_output=False,  # no cwd=: papermill's chdir is not thread-safe (issue #473)
             shutdown_kernel="immediate",  # the run's files are complete; a graceful stop costs ~1 s a notebook
-            **extra,
+            config=_kernel_config(), **extra,
         )
     except Exception as e:  # PapermillExecutionError, a dead kernel, ...
         ename = getattr(e, "ename", type(e).__name__)
@@ -154,6 +154,16 @@ def execute(job: Job, env: dict[str, str] | None = None, cwd: str | None = None)
     result = runs.read_result(rdir) or {}
     return Outcome(job, result.get("status", "failed"), time.perf_counter() - t0,
                    "" if result else "the notebook finished without writing result.json", gpu, started)
+
+
+def _kernel_config() -> "Any":
+    """Return the kernel manager's config: Unix sockets where the OS has them, so no kernel listens on TCP.
+
+    Over TCP every kernel logs ipykernel's "running over TCP without encryption" warning to the batch's output.
+    """
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport": "ipc"}}) if os.name == "posix" else Config()
 
 
 def visible_gpus() -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import html
+import logging
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -13,6 +15,8 @@ import pandas as pd
 
 from . import params as params_mod
 from . import runs, stats
+
+log = logging.getLogger(__name__)
 
 PUBLISHED = "published.csv"
 REPORT_TITLES = {"A": "Report A — Implementation of Four CNNs and Their Visualization",
@@ -60,10 +64,19 @@ def collect(runs_dir: str | Path = "runs", profile: str = "demo", params_dir: st
     classes: list[str] = []
     for rdir in runs.list_runs(root) if root.is_dir() else []:
         run = runs.Run(rdir)
-        res = run.result
-        p = params_mod.read_yaml(rdir / runs.PARAMS)
-        rid, seed = p.get("id", rdir.parent.name), int(p.get("seed", 0))
-        err = (rdir / runs.ERROR).read_text().splitlines()[0] if (rdir / runs.ERROR).is_file() else ""
+        rid, seed = rdir.parent.name, _dir_seed(rdir)  # what the folder says, where its files cannot
+        try:  # a damaged or hand-edited file puts the run among the failed, named; the report goes on
+            p = params_mod.read_yaml(rdir / runs.PARAMS)
+            if not isinstance(p.get("seed", seed), int):
+                raise params_mod.ParamsError(f"{rdir / runs.PARAMS}: key 'seed' is {p['seed']!r}, not an integer")
+            rid, seed = str(p.get("id", rid)), p.get("seed", seed)
+            res = runs.load_result(rdir)
+        except (params_mod.ParamsError, runs.ResultError) as e:
+            failed.append({"id": rid, "seed": seed, "error": str(e), "path": str(rdir)})
+            continue
+        err = ""
+        if (rdir / runs.ERROR).is_file():
+            err = (rdir / runs.ERROR).read_text(errors="replace").partition("\n")[0]
         if res is None:
             failed.append({"id": rid, "seed": seed, "error": err or "unfinished (no result.json)", "path": str(rdir)})
             continue
@@ -73,9 +86,13 @@ def collect(runs_dir: str | Path = "runs", profile: str = "demo", params_dir: st
         n_classes = len(data.get("classes") or []) or None
         n_test = None
         if (rdir / runs.PREDICTIONS).is_file():
-            z = run.predictions
-            preds[(rid, seed)] = (z["y_true"].astype(np.int64), z["y_pred"].astype(np.int64))
-            n_test = len(z["y_true"])
+            try:
+                z = run.predictions
+                preds[(rid, seed)] = (z["y_true"].astype(np.int64), z["y_pred"].astype(np.int64))
+                n_test = len(z["y_true"])
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+                log.warning("%s is damaged (%s: %s); its confusion figures are left out",
+                            rdir / runs.PREDICTIONS, type(e).__name__, e)
         rows.append({
             "id": rid, "seed": seed, "report": p.get("report", ""), "parent": p.get("parent"),
             "change": p.get("change", ""), "model": res["model"], "status": res["status"],
@@ -104,6 +121,12 @@ def collect(runs_dir: str | Path = "runs", profile: str = "demo", params_dir: st
         results = results.reset_index(drop=True)
     return Study(profile, results, metrics, preds, published,
                  pd.DataFrame(failed, columns=["id", "seed", "error", "path"]), classes)
+
+
+def _dir_seed(rdir: Path) -> int:
+    """Return N of a run directory named seedN (0 when it is named otherwise)."""
+    digits = rdir.name.removeprefix("seed")
+    return int(digits) if digits.isdigit() else 0
 
 
 def _catalogue_order(published: pd.DataFrame) -> Callable[[str], tuple]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +15,8 @@ import numpy as np
 
 from . import params as params_mod
 from .atomic import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 PARAMS = "params.yaml"
 METRICS = "metrics.csv"
@@ -35,16 +38,57 @@ def run_dir(p: params_mod.Params, out: str | Path | None = None) -> Path:
     return Path(p.runs_dir) / (p.profile or "adhoc") / p.id / f"seed{p.seed}"
 
 
-def read_result(path: str | Path) -> dict[str, Any] | None:
-    """Return result.json of a run directory, or None when the run has not finished."""
+class ResultError(ValueError):
+    """result.json exists but is damaged, or was edited into something a run never writes."""
+
+
+_NUMBER = (int, float, type(None))
+# What readers of result.json rely on: key -> accepted types. train.run writes all of them; a reader needs
+# REQUIRED_RESULT_KEYS and reads the others where present.
+REQUIRED_RESULT_KEYS = ("status", "model")
+RESULT_TYPES: dict[str, tuple[type, ...]] = {
+    "status": (str,), "id": (str,), "seed": (int,), "model": (str,), "data": (dict,), "best_epoch": (int, type(None)),
+    **{k: (int,) for k in ("image_size", "epochs_run", "params_total", "params_trainable", "bad_image_count")},
+    **{k: _NUMBER for k in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "wall_time_s")},
+}
+ACCURACIES = ("train_acc", "val_acc", "test_acc")
+
+
+def load_result(path: str | Path) -> dict[str, Any] | None:
+    """Return result.json of a run directory, None when there is none; raise ResultError when it is damaged."""
     f = Path(path) / RESULT  # exactly this name: a killed write's ".result.json.*.tmp" is never read
     if not f.is_file():
         return None
     try:
-        r = json.loads(f.read_text())
-    except ValueError:  # not JSON, not UTF-8: treated as unfinished, so the run is done again
+        r = json.loads(f.read_bytes().decode("utf-8"))
+    except ValueError as e:  # not JSON, not UTF-8
+        raise ResultError(f"{f} is damaged ({type(e).__name__}: {e})") from None
+    if not isinstance(r, dict):
+        raise ResultError(f"{f} holds a {type(r).__name__}, not a run's result (a mapping)")
+    for key in REQUIRED_RESULT_KEYS:
+        if key not in r:
+            raise ResultError(f"{f}: key '{key}' is missing; every finished run writes it")
+    for key, types in RESULT_TYPES.items():
+        if key not in r:
+            continue
+        v = r[key]
+        if not isinstance(v, types) or isinstance(v, bool):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ResultError(f"{f}: key '{key}' is {v!r}; a run writes {names} there")
+    if r["status"] not in FINISHED:
+        raise ResultError(f"{f}: key 'status' is {r['status']!r}; a run writes one of {', '.join(FINISHED)}")
+    for key in ACCURACIES:
+        if r.get(key) is not None and not 0 <= r[key] <= 1:
+            raise ResultError(f"{f}: key '{key}' is {r[key]!r}; accuracies are fractions from 0 to 1 (0.552 for 55.2 %)")
+    return r
+
+
+def read_result(path: str | Path) -> dict[str, Any] | None:
+    """Return result.json of a run directory, or None when the run has not finished or its result is damaged."""
+    try:
+        return load_result(path)
+    except ResultError:
         return None
-    return r if isinstance(r, dict) else None
 
 
 def write_result(path: str | Path, result: dict[str, Any]) -> None:
@@ -107,7 +151,16 @@ class Run:
         f = self.path / METRICS
         if not f.is_file():
             return pd.DataFrame(columns=METRIC_COLUMNS)
-        return pd.read_csv(f)
+        try:
+            df = pd.read_csv(f)
+            missing = [c for c in METRIC_COLUMNS if c not in df.columns]
+            if missing:
+                raise ValueError(f"no column {', '.join(missing)}")
+            df[METRIC_COLUMNS].apply(pd.to_numeric)  # a hand-edited word fails here, not in a plot
+        except ValueError as e:  # not CSV, not UTF-8, empty, edited
+            log.warning("%s is damaged (%s); the run's curves are left out", f, e)
+            return pd.DataFrame(columns=METRIC_COLUMNS)
+        return df
 
     @property
     def predictions(self) -> dict[str, np.ndarray]:
