@@ -193,3 +193,18 @@ def test_each_row_goes_to_its_family_notebook():
     assert notebook["a_vgg16"] == notebook["b_vgg5"] == "vgg.ipynb"
     assert notebook["a_resnet18"] == notebook["b_resnet6"] == "resnet.ipynb"
     assert notebook["x_effnet_stock"] == "transfer.ipynb"
+
+
+def test_notebook_kernels_do_not_warn_about_tcp(tmp_path, capfd):
+    # Every kernel started over TCP logs ipykernel's "running over TCP without encryption" to the batch's output.
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print('ran')")],
+                                  metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                           "display_name": "Python 3"}})
+    nbformat.write(nb, tmp_path / "nb.ipynb")
+    job = batch.Job(params.from_mapping({"id": "x", "runs_dir": str(tmp_path / "runs")}), tmp_path / "x.yaml",
+                    tmp_path / "nb.ipynb")
+    batch.execute(job)
+    assert "ran" in (job.run_dir / runs.NOTEBOOK).read_text()  # the kernel did run the notebook
+    assert "without encryption" not in capfd.readouterr().err

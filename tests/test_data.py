@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections import Counter
 
@@ -64,6 +66,72 @@ def test_missing_or_malformed_root_explains_layout(tmp_path):
     (base / "meta" / "train.json").write_text("{not json")
     with pytest.raises(data.DatasetError, match="not valid JSON"):
         data.load_subset(base, num_classes=1)
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "foodcnn.data"]
+
+
+def test_meta_quirks_are_read_right_with_one_warning_each(tmp_path, caplog):
+    base = write_food101(tmp_path / "txt", ["apple_pie", "baklava"], 6, 3, json_meta=False)
+    meta = base / "meta"
+    # A Windows editor: byte-order mark and CRLF endings
+    (meta / "classes.txt").write_bytes(b"\xef\xbb\xbf" + (meta / "classes.txt").read_bytes().replace(b"\n", b"\r\n"))
+    ids = (meta / "train.txt").read_text().splitlines()
+    (meta / "train.txt").write_text("\n".join(ids + [ids[0], ids[1]]) + "\n")  # two ids listed twice
+    test_ids = (meta / "test.txt").read_text().splitlines()
+    (meta / "test.txt").write_text("\n".join(test_ids + [ids[2]]) + "\n")  # a train id also listed in test
+    caplog.set_level(logging.WARNING)
+    sub = data.load_subset(base, num_classes=2, val_fraction=0.5)
+    again = data.load_subset(base, num_classes=2, val_fraction=0.5)  # a second read warns no more
+    assert sub.classes == again.classes == ["apple_pie", "baklava"]
+    keys = [s.key for s in sub.train + sub.val]
+    assert len(keys) == len(set(keys)) == 11 and ids[2] not in keys  # every id once; the leaked one only in test
+    assert not {s.key for s in sub.train + sub.val} & {s.key for s in sub.test}
+    assert len({s.key for s in sub.test}) == len(sub.test) == 7
+    msgs = _warnings(caplog)
+    assert len(msgs) == 3, msgs
+    assert any("classes.txt" in m and "byte-order mark and Windows (CRLF)" in m for m in msgs)
+    assert any("train.txt" in m and "2 repeated id(s)" in m and "lines 1 and 13" in m for m in msgs)
+    assert any("both the train and the test split" in m and ids[2] in m for m in msgs)
+
+    jbase = write_food101(tmp_path / "json", ["apple_pie", "baklava"], 6, 3, txt_meta=False)
+    split = json.loads((jbase / "meta" / "train.json").read_text())
+    split["baklava"].append(split["apple_pie"][0])  # the same photo under two classes
+    (jbase / "meta" / "train.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(split).encode())
+    caplog.clear()
+    sub = data.load_subset(jbase, num_classes=2)
+    keys = [s.key for s in sub.train + sub.val]
+    assert len(keys) == len(set(keys)) == 12
+    assert {s.label for s in sub.train + sub.val if s.key == split["apple_pie"][0]} == {0}
+    msgs = _warnings(caplog)
+    assert len(msgs) == 2 and any("byte-order mark" in m for m in msgs) and any("1 repeated id" in m for m in msgs)
+
+
+def test_unreadable_meta_is_named_with_its_line_or_key(tmp_path):
+    base = write_food101(tmp_path / "a", ["apple_pie", "creme_brulee"], 3, 1)
+    snapshot = {f: f.read_bytes() for f in (base / "meta").iterdir()}
+    (base / "meta" / "classes.txt").write_bytes("apple_pie\ncrème_brûlée\n".encode("latin-1"))
+    with pytest.raises(data.DatasetError) as e:
+        data.load_subset(base, num_classes=2)
+    assert f"{base / 'meta' / 'classes.txt'}, line 2: not UTF-8" in str(e.value)
+    assert "save it again as UTF-8" in str(e.value)
+    (base / "meta" / "classes.txt").write_bytes(snapshot[base / "meta" / "classes.txt"])
+    split = json.loads(snapshot[base / "meta" / "train.json"])
+    split["apple_pie"] = split["apple_pie"][0]  # a string where a list belongs
+    (base / "meta" / "train.json").write_text(json.dumps(split))
+    with pytest.raises(data.DatasetError) as e:
+        data.load_subset(base, num_classes=2)
+    assert f"{base / 'meta' / 'train.json'}: key 'apple_pie' maps to a str" in str(e.value)
+    assert "must be a list of 'class/id' strings" in str(e.value) and "delete it so that train.txt is read" in str(e.value)
+    split["apple_pie"] = [split["apple_pie"], 7]
+    (base / "meta" / "train.json").write_text(json.dumps(split))
+    with pytest.raises(data.DatasetError, match=r"key 'apple_pie' maps to a list with an item that is not a string \(7\)"):
+        data.load_subset(base, num_classes=2)
+    (base / "meta" / "train.json").unlink()
+    (base / "meta" / "train.txt").write_text("apple_pie/1\nno_slash_here\n")
+    with pytest.raises(data.DatasetError, match=r"train.txt, line 2: 'no_slash_here' is not 'class/id'"):
+        data.load_subset(base, num_classes=2)
 
 
 def test_grayscale_cmyk_palette_and_16bit_become_rgb(tmp_path):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from foodcnn import models
+from foodcnn import checkpoints, models, params
 
 
 def test_baseline_parameter_count_by_hand():
@@ -168,6 +169,38 @@ def test_explicit_weights_path(tmp_path):
     assert torch.equal(m.features[0].weight, ref.features[0].weight)
     with pytest.raises(models.WeightsUnavailable):
         models.build("vgg16", pretrained="required", weights_path=str(tmp_path / "missing.pth"))
+
+
+def test_damaged_or_foreign_weights_path_is_refused_with_a_summary(tmp_path):
+    import torchvision
+
+    resnet = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(resnet, tmp_path / "resnet18.pth")
+    (tmp_path / "damaged.pth").write_bytes((tmp_path / "resnet18.pth").read_bytes()[:5000])
+    resized = {**resnet, "fc.weight": torch.zeros(20, 512)}
+    torch.save(resized, tmp_path / "resized.pth")
+    checkpoints.save(tmp_path / "best.pt", model=resnet, epoch=3)
+    torch.save(models.build("baseline").state_dict(), tmp_path / "baseline.pth")
+    with pytest.raises(models.WeightsUnavailable) as e:
+        models.build("resnet18", pretrained="required", weights_path=str(tmp_path / "baseline.pth"))
+    msg = str(e.value)
+    assert "does not fit resnet18 (122 of resnet18's 122 tensors missing: conv1.weight, bn1.weight" in msg
+    assert "unexpected: " in msg and "another architecture's weights" in msg
+    assert "resnet18-f37072fd.pth" in msg and len(msg) < 600  # a summary, not a dump of every key
+    for name, expected in (("damaged.pth", "cannot be loaded"), ("resized.pth", "1 of another shape: fc.weight (20, 512) "
+                                                                "in the file, (1000, 512) in resnet18"),
+                           ("best.pt", "is a foodcnn run checkpoint")):
+        with pytest.raises(models.WeightsUnavailable, match=re.escape(expected)) as e:
+            models.build("resnet18", pretrained="auto", weights_path=str(tmp_path / name))
+        assert "weights_only" not in str(e.value) and "resnet18-f37072fd.pth" in str(e.value)
+    assert models.build("resnet18", pretrained="required",
+                        weights_path=str(tmp_path / "resnet18.pth")).weights_source == "ImageNet (resnet18.pth)"
+
+
+def test_weights_path_on_a_model_that_reads_none_is_a_parameter_error():
+    for model in ("baseline", "efficientnet_lite0"):
+        with pytest.raises(params.ParamsError, match=f"key 'weights_path': {model} "):
+            params.from_mapping({"model": model, "weights_path": "w.pth"}, source="x.yaml")
 
 
 def test_fetch_puts_weights_where_build_reads_them(tmp_path, monkeypatch):

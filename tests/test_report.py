@@ -106,3 +106,38 @@ def test_tables_give_each_rows_scale_and_flag_chance_level_rows(tmp_path):
 def test_scale_text_shows_a_range_of_epochs_over_seeds():
     assert report.scale_text(400, 64, [3, 5, 4], 12) == "400/class · 64 px · 3–5/12 ep"
     assert report.scale_text(None, 64, [], None) == "?/class · 64 px · ?/? ep"
+
+
+def test_damaged_or_hand_edited_run_directories_are_listed_as_failed_and_named(tmp_path, caplog):
+    import logging
+
+    import numpy as np
+
+    runs_dir = tmp_path / "runs"
+    for rid in ("a_baseline", "a_d_lr", "a_i_lr", "a_new_arc", "a_ron_flip", "b_baseline", "b_custom1"):
+        _fake_run(runs_dir, rid, 0.5)
+    seed0 = {rid: runs_dir / "demo" / rid / "seed0" for rid in ("a_d_lr", "a_i_lr", "a_new_arc", "a_ron_flip",
+                                                                "b_baseline", "b_custom1")}
+    (seed0["a_d_lr"] / "result.json").write_text('{"status": "ok", "model": ')
+    result = json.loads((seed0["a_i_lr"] / "result.json").read_text())
+    (seed0["a_i_lr"] / "result.json").write_text(json.dumps({**result, "test_acc": 42.28}))  # percent, by hand
+    (seed0["a_new_arc"] / "result.json").write_text(json.dumps({**result, "status": "done"}))
+    (seed0["a_ron_flip"] / "params.yaml").write_bytes("id: a_ron_flip\nchange: crème\n".encode("latin-1"))
+    (seed0["b_baseline"] / "metrics.csv").write_text("epoch,train_loss\n1,n/a,3\n")
+    (seed0["b_baseline"] / "predictions.npz").write_bytes(b"PK\x03\x04 half a zip")
+    np.savez(seed0["b_custom1"] / "predictions.npz", y_true=np.zeros(3), y_pred=np.zeros(3))
+    (seed0["b_custom1"] / "result.json").unlink()
+    (seed0["b_custom1"] / "error.txt").write_bytes("KeyError: 'crème'\n".encode("latin-1"))
+    caplog.set_level(logging.WARNING)
+    study = report.collect(runs_dir, "demo", ROOT / "params")
+    assert list(study.results["id"]) == ["a_baseline", "b_baseline"]  # the readable runs are all reported
+    failed = dict(zip(study.failed["id"], study.failed["error"]))
+    assert set(failed) == {"a_d_lr", "a_i_lr", "a_new_arc", "a_ron_flip", "b_custom1"}
+    assert f"{seed0['a_d_lr'] / 'result.json'} is damaged (JSONDecodeError" in failed["a_d_lr"]
+    assert "key 'test_acc' is 42.28; accuracies are fractions from 0 to 1" in failed["a_i_lr"]
+    assert "key 'status' is 'done'; a run writes one of ok, diverged" in failed["a_new_arc"]
+    assert f"{seed0['a_ron_flip'] / 'params.yaml'}, line 2: not UTF-8" in failed["a_ron_flip"]
+    assert failed["b_custom1"].startswith("KeyError: 'cr")  # error.txt's first line, undecodable byte replaced
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "metrics.csv is damaged" in warned and "predictions.npz is damaged" in warned
+    assert ("b_baseline", 0) not in study.predictions and len(study.metrics[("b_baseline", 0)]) == 0

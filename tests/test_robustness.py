@@ -19,7 +19,7 @@ from PIL import Image
 
 from conftest import write_food101
 from foodcnn import __main__ as cli
-from foodcnn import checkpoints, data, params, runs, train
+from foodcnn import checkpoints, data, models, params, runs, train
 
 COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "best_epoch", "epochs_run")
 
@@ -311,3 +311,121 @@ def test_full_disk_gives_a_clear_error_and_keeps_the_old_file(tmp_path, monkeypa
     monkeypatch.undo()
     assert torch.equal(torch.load(target)["w"], torch.zeros(3))  # the old file stands
     assert not list(tmp_path.glob(".*.tmp"))  # and no temp file is left behind
+
+
+def _damage(case: str, tmp_path) -> tuple[dict, list[str], list[str]]:
+    """Set up one damaged input; return (params file keys, extra CLI args, fragments the error must hold)."""
+    base = write_food101(tmp_path / "data", ["apple_pie", "baklava"], 6, 3)
+    keys = dict(data_root=str(base), num_classes=2, runs_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"))
+    meta = base / "meta"
+    resnet = dict(model="resnet18", image_size=32, freeze="head", pretrained="required")
+    if case == "latin-1 meta":
+        (meta / "classes.txt").write_bytes("apple_pie\nbaklava\ncrème_brûlée\n".encode("latin-1"))
+        return keys, [], [f"{meta / 'classes.txt'}, line 3: not UTF-8", "save it again as UTF-8"]
+    if case == "class maps to a string":
+        split = json.loads((meta / "train.json").read_text())
+        (meta / "train.json").write_text(json.dumps({**split, "apple_pie": split["apple_pie"][0]}))
+        return keys, [], [f"{meta / 'train.json'}: key 'apple_pie' maps to a str", "list of 'class/id' strings"]
+    if case == "damaged weights":
+        torch.save(torch.nn.Linear(3, 2).state_dict(), tmp_path / "w.pth")
+        (tmp_path / "w.pth").write_bytes((tmp_path / "w.pth").read_bytes()[:100])
+        return {**keys, **resnet, "weights_path": str(tmp_path / "w.pth")}, [], [
+            f"weights_path {tmp_path / 'w.pth'} cannot be loaded", "resnet18-f37072fd.pth"]
+    if case == "another architecture's weights":
+        torch.save(models.build("baseline").state_dict(), tmp_path / "w.pth")
+        return {**keys, **resnet, "weights_path": str(tmp_path / "w.pth")}, [], [
+            "does not fit resnet18 (122 of resnet18's 122 tensors missing", "32 unexpected: features.conv1.conv.weight"]
+    if case == "--set without =":
+        return keys, ["--set", "epochs"], ["--set 'epochs': expected KEY=VALUE"]
+    if case == "--set unclosed list":
+        return keys, ["--set", "lr=[1"], ["--set 'lr=[1': the value is not valid YAML", "close the brackets"]
+    if case == "seed 2**64":
+        return {**keys, "seed": 2**64}, [], ["key 'seed': a seed must be an integer from 0 to 2**63 - 1"]
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["latin-1 meta", "class maps to a string", "damaged weights",
+                                  "another architecture's weights", "--set without =", "--set unclosed list",
+                                  "seed 2**64"])
+def test_damaged_inputs_exit_2_with_a_named_cause_and_write_nothing(case, tmp_path, capsys):
+    keys, extra, fragments = _damage(case, tmp_path)
+    exp = _params_file(tmp_path / "exp.yaml", **keys)
+    data_files = {f: f.read_bytes() for f in (tmp_path / "data").rglob("*") if f.is_file()}
+    assert cli.main(["run", str(exp), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert all(f in err for f in fragments), err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
+    assert {f: f.read_bytes() for f in (tmp_path / "data").rglob("*") if f.is_file()} == data_files
+
+
+def test_a_finished_run_is_kept_unless_rerun_is_asked_for(tmp_path, tiny_synth, capsys, monkeypatch):
+    exp = _params_file(tmp_path / "f.yaml", data_root=str(tiny_synth), cache_dir=str(tmp_path / "cache"), epochs=1,
+                       image_size=16, batch_size=32)
+    rdir = tmp_path / "run"
+    assert cli.main(["run", str(exp), "--out", str(rdir)]) == 0
+    files = {f.name: f.read_bytes() for f in rdir.iterdir()}
+    assert {runs.RESULT, runs.BEST, runs.PREDICTIONS} <= set(files)
+    capsys.readouterr()
+
+    def interrupted(*args, **kwargs):  # a Ctrl-C the moment a run would start: it must never get that far
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "run", interrupted)
+    for extra in (["--resume"], []):
+        assert cli.main(["run", str(exp), "--out", str(rdir), *extra]) == 0
+        out = capsys.readouterr().out
+        assert f"{rdir} is finished (ok, test accuracy " in out and "nothing to do. Pass --rerun" in out
+    assert {f.name: f.read_bytes() for f in rdir.iterdir()} == files
+
+    assert cli.main(["run", str(exp), "--out", str(rdir), "--resume", "--set", "lr=0.002"]) == 2
+    assert "holds a finished run of other parameters; nothing was changed" in capsys.readouterr().err
+    result = json.loads(files[runs.RESULT])
+    edits = {"test_acc": ({**result, "test_acc": 55.2}, "key 'test_acc' is 55.2; accuracies are fractions"),
+             "broken": ("{\"status\": \"ok\",", "result.json is damaged (JSONDecodeError")}
+    for edited, expected in edits.values():
+        text = edited if isinstance(edited, str) else json.dumps(edited)
+        (rdir / runs.RESULT).write_text(text)
+        assert cli.main(["run", str(exp), "--out", str(rdir), "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "Nothing was changed" in err and "--rerun" in err and "Traceback" not in err
+        assert (rdir / runs.RESULT).read_text() == text  # the hand edit stands for the user to repair
+        assert {f.name: f.read_bytes() for f in rdir.iterdir() if f.name != runs.RESULT} == {
+            k: v for k, v in files.items() if k != runs.RESULT}
+
+    monkeypatch.undo()
+    assert cli.main(["run", str(exp), "--out", str(rdir), "--rerun"]) == 0  # asked for: trained again
+    assert runs.load_result(rdir)["status"] == "ok"
+
+
+def test_without_a_terminal_progress_is_one_line_per_epoch(tmp_path, tiny_synth):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    exp = _params_file(tmp_path / "p.yaml", data_root=str(tiny_synth), cache_dir=str(tmp_path / "cache"), epochs=2,
+                       image_size=16, batch_size=32, progress=True)
+    piped = _cli("run", str(exp), "--out", str(tmp_path / "piped"))  # stderr is a pipe, as in a log file or CI
+    assert piped.returncode == 0, piped.stderr
+    epochs = [line for line in piped.stderr.splitlines() if "epoch" in line]
+    assert len(epochs) == 2 and epochs[1].startswith("INFO foodcnn.train: p seed 0 epoch 2/2: train loss ")
+    assert "\r" not in piped.stderr and "it/s" not in piped.stderr
+
+    master, slave = pty.openpty()  # a terminal keeps tqdm's bars
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a new pty is 0 columns wide
+    proc = subprocess.Popen([sys.executable, "-m", "foodcnn", "run", str(exp), "--out", str(tmp_path / "tty")],
+                            stdout=slave, stderr=slave)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert proc.wait(timeout=300) == 0, shown.decode(errors="replace")
+    assert b"\r" in shown and b"2/2 [" in shown and b"epoch 2/2: train loss" not in shown

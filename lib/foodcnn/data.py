@@ -169,7 +169,7 @@ def read_split(root: Path, split: str) -> dict[str, list[str]]:
             if not isinstance(v, list):
                 found = f"a {type(v).__name__} ({str(v)[:60]!r})"
             elif bad := [k for k in v if not isinstance(k, str)]:
-                found = f"a list holding a {type(bad[0]).__name__} ({str(bad[0])[:60]!r})"
+                found = f"a list with an item that is not a string ({str(bad[0])[:60]})"
             else:
                 continue
             raise DatasetError(f"{jpath}: key {c!r} maps to {found}; it must be a list of 'class/id' strings "
