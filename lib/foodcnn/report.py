@@ -95,7 +95,7 @@ def collect(runs_dir: str | Path = "runs", profile: str = "demo", params_dir: st
                             rdir / runs.PREDICTIONS, type(e).__name__, e)
         rows.append({
             "id": rid, "seed": seed, "report": p.get("report", ""), "parent": p.get("parent"),
-            "change": p.get("change", ""), "model": res["model"], "status": res["status"],
+            "change": p.get("change", ""), "model": res.get("model", ""), "status": res["status"],
             "train_acc": res.get("train_acc"), "val_acc": res.get("val_acc"), "test_acc": res.get("test_acc"),
             "train_loss": res.get("train_loss"), "val_loss": res.get("val_loss"), "test_loss": res.get("test_loss"),
             "best_epoch": res.get("best_epoch"), "epochs_run": res.get("epochs_run"),

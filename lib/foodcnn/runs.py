@@ -45,7 +45,7 @@ class ResultError(ValueError):
 _NUMBER = (int, float, type(None))
 # What readers of result.json rely on: key -> accepted types. train.run writes all of them; a reader needs
 # REQUIRED_RESULT_KEYS and reads the others where present.
-REQUIRED_RESULT_KEYS = ("status", "model")
+REQUIRED_RESULT_KEYS = ("status",)
 RESULT_TYPES: dict[str, tuple[type, ...]] = {
     "status": (str,), "id": (str,), "seed": (int,), "model": (str,), "data": (dict,), "best_epoch": (int, type(None)),
     **{k: (int,) for k in ("image_size", "epochs_run", "params_total", "params_trainable", "bad_image_count")},
