@@ -157,13 +157,15 @@ def execute(job: Job, env: dict[str, str] | None = None, cwd: str | None = None)
 
 
 def _kernel_config() -> "Any":
-    """Return the kernel manager's config: Unix sockets where the OS has them, so no kernel listens on TCP.
+    """Return the kernel manager's config: CurveZMQ-encrypted kernel sockets where pyzmq has Curve.
 
-    Over TCP every kernel logs ipykernel's "running over TCP without encryption" warning to the batch's output.
+    Unencrypted, every kernel logs ipykernel's "running over TCP without encryption" warning to the batch's
+    output. (Unix sockets would avoid it too, but two kernels started at once by one process share their paths.)
     """
+    import zmq
     from traitlets.config import Config
 
-    return Config({"KernelManager": {"transport": "ipc"}}) if os.name == "posix" else Config()
+    return Config({"KernelManager": {"transport_encryption": "required"}}) if zmq.has("curve") else Config()
 
 
 def visible_gpus() -> list[str]:
