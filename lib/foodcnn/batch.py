@@ -143,7 +143,7 @@ def execute(job: Job, env: dict[str, str] | None = None, cwd: str | None = None)
             str(job.notebook), str(out_nb), parameters=job.params.to_dict(), kernel_name=KERNEL,
             progress_bar=False, log_output=False,  # no cwd=: papermill's chdir is not thread-safe (issue #473)
             shutdown_kernel="immediate",  # the run's files are complete; a graceful stop costs ~1 s a notebook
-            config=_kernel_config(), **extra,
+            config=kernel_config(), **extra,
         )
     except Exception as e:  # PapermillExecutionError, a dead kernel, ...
         ename = getattr(e, "ename", type(e).__name__)
@@ -156,11 +156,11 @@ def execute(job: Job, env: dict[str, str] | None = None, cwd: str | None = None)
                    "" if result else "the notebook finished without writing result.json", gpu, started)
 
 
-def _kernel_config() -> "Any":
+def kernel_config() -> "Any":
     """Return the kernel manager's config: CurveZMQ-encrypted kernel sockets where pyzmq has Curve.
 
-    Unencrypted, every kernel logs ipykernel's "running over TCP without encryption" warning to the batch's
-    output. (Unix sockets would avoid it too, but two kernels started at once by one process share their paths.)
+    Unencrypted, every kernel logs ipykernel's "running over TCP without encryption" warning to the output of
+    the batch and the report. (Unix sockets would avoid it too, but two kernels started at once by one process share their paths.)
     """
     import zmq
     from traitlets.config import Config

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import insight, report
 from .atomic import atomic_write_text
-from .batch import KERNEL
+from .batch import KERNEL, kernel_config
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ def render_visualisations(study: report.Study, out_dir: str | Path, notebooks_di
         try:
             pm.execute_notebook(str(Path(notebooks_dir) / insight.VISUALISE), str(executed), kernel_name=KERNEL,
                                 parameters={"run_dir": str(Path(path).resolve()), "compare_dirs": [], "max_images": 8},
-                                progress_bar=False, log_output=False, shutdown_kernel="immediate")
+                                progress_bar=False, log_output=False, shutdown_kernel="immediate",
+                                config=kernel_config())
         except Exception as e:  # one broken page must not cost the whole report
             log.warning("visualisation page of %s failed (%s: %s); see %s", rid, type(e).__name__, e, executed)
             continue
@@ -107,7 +108,7 @@ def render(profile: str, runs_dir: str | Path = "runs", params_dir: str | Path =
     pm.execute_notebook(str(Path(notebooks_dir) / "summary.ipynb"), str(executed), kernel_name=KERNEL,
                         parameters={"profile": profile, "runs_dir": str(Path(runs_dir).resolve()),
                                     "params_dir": str(Path(params_dir).resolve())},
-                        progress_bar=False, log_output=False, shutdown_kernel="immediate")
+                        progress_bar=False, log_output=False, shutdown_kernel="immediate", config=kernel_config())
     html_path = to_html(executed, out_dir / f"foodcnn-{profile}.html", header=f"foodcnn · profile {profile}")
     pdf_path = to_pdf(html_path, out_dir / f"foodcnn-{profile}.pdf")
     return {"notebook": executed, "html": html_path, "pdf": pdf_path}
