@@ -31,13 +31,15 @@ def save(path: str | Path, **content: Any) -> None:
 
 
 def load_error(e: Exception) -> str:
-    """Return the useful line of a load error (torch's advice to retry with weights_only=False is dropped)."""
+    """Return the useful sentence of a load error (torch's advice to retry with weights_only=False is dropped)."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     if isinstance(e, pickle.UnpicklingError) and lines[:1] and lines[0].startswith("Weights only load failed"):
         lines = [ln.split("WeightsUnpickler error:")[-1].strip() for ln in lines[1:]
                  if not ln.startswith("Check the documentation")]
         lines = [ln for ln in lines if ln]
-    return f"{type(e).__name__}: {lines[0][:200] if lines else 'empty or truncated file'}"
+    # The first sentence: a damaged zip's RuntimeError goes on for three more about miniz and its own guesses.
+    first = lines[0].split(". ", 1)[0].rstrip(".")[:200] if lines else "empty or truncated file"
+    return f"{type(e).__name__}: {first}"
 
 
 def load(path: str | Path) -> dict[str, Any]:
