@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("params", help="e.g. params/b_custom3.yaml")
     r.add_argument("--profile", help="profile overlay: demo, paper, tiny, or a YAML path")
     r.add_argument("--out", help="run directory (default: <runs_dir>/<profile>/<id>/seed<seed>)")
-    r.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed epoch")
+    r.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint (last.pt)")
     r.add_argument("--rerun", action="store_true",
                    help="train again even when the directory holds a finished run (its files are replaced)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter (YAML value)")

@@ -80,7 +80,7 @@ class Trained:
 
     model: nn.Module
     scope: str  # "model" or "head"
-    state: Callable[[], dict[str, torch.Tensor]]  # the trained tensors (the model's own, not copies)
+    state: Callable[[], dict[str, torch.Tensor]]  # the trained tensors (may be the model's own: copy to keep them)
     load: Callable[[dict[str, torch.Tensor]], None]
     backbone: str | None = None  # "head": the frozen backbone's digest; a head fits only the backbone it trained over
 

@@ -400,12 +400,12 @@ def fit(p: Params, s: Streams, keeper: checkpoints.Keeper, progress: checkpoints
         if stop.requested or keeper.due():
             keeper.commit(progress)  # last.pt holds the rows too: metrics.csv may lag behind it, never lead
             runs.write_metrics(rdir, progress.rows)
-        if stop.requested:
-            raise KeyboardInterrupt
         epochs_bar.set_postfix(train_acc=f"{tr['acc']:.3f}", val_acc=f"{ev['acc']:.3f}", val_loss=f"{ev['loss']:.3f}")
         if not p.progress:  # no bars (a log file, CI, a quiet notebook): one line per epoch
             log.info("%s seed %d epoch %d/%d: train loss %.3f acc %.3f, val loss %.3f acc %.3f", p.id, p.seed, epoch,
                      p.epochs, tr["loss"], tr["acc"], ev["loss"], ev["acc"])
+        if stop.requested:
+            raise KeyboardInterrupt
     epochs_bar.close()
     runs.write_metrics(rdir, progress.rows)
     return out
