@@ -9,7 +9,7 @@
 Both loops run in one bench run, side by side, on the same model, data, batch size and number of
 steps. Each table row gets two fresh helper processes (measure.Helper): the reports' loop runs in one
 with the default malloc, as they ran it; ours runs in the other with the library's CPU malloc tuning
-(lib/foodcnn/allocator.py, process-wide and not undoable). They alternate and never run at the same
+(lib/foodcnn/core/allocator.py, process-wide and not undoable). They alternate and never run at the same
 time. Warm-up steps (worker start-up, first oneDNN/cuDNN calls, the heap growing to its working size)
 are not timed. "ours" is the library's own code: data.decode (the uint8 cache) -> data.batches ->
 transforms.normalise -> model, driven by train.train_one_epoch; the frozen-backbone rows use
@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from foodcnn import allocator, data, features, models, train, transforms  # noqa: E402
+from foodcnn.core import allocator, data, models, transforms  # noqa: E402
+from foodcnn.engine import features, train
 from gpu import FAMILIES, catalogue, run_cuda  # noqa: E402
 from measure import (FOOD101_SIDE, FROZEN_ROWS, PAPER_SIZE, REPO, Setup, demo_params,  # noqa: E402
                      describe_machine, geomean, helpers, make_setup,
@@ -240,7 +241,7 @@ def run_cpu(args: argparse.Namespace) -> None:
     t_start = time.perf_counter()
     try:
         print("each row runs in two fresh helper processes: the reference with the default malloc, ours with "
-              f"the library's CPU malloc tuning (lib/foodcnn/allocator.py; "
+              f"the library's CPU malloc tuning (lib/foodcnn/core/allocator.py; "
               f"{'in effect' if allocator.supported() and allocator.wanted() else 'not in effect: not glibc, or FOODCNN_MALLOC=default'})",
               flush=True)
         prow = None

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from foodcnn import checkpoints, features, models, params, train
+from foodcnn.core import checkpoints, models, params
+from foodcnn.engine import features, train
 from schedule import projection
 from measure import (PAPER_SIZE, REPO, make_setup, describe_machine, measure_eval, measure_features, measure_ours,
                      measure_reference, measure_wide, pct, table)
@@ -197,7 +198,7 @@ def row_costs(rows: list[Row], costs: Costs, counts: dict[str, int] = PAPER_COUN
 
 def measure_start(device: torch.device) -> float:
     """Return the seconds a fresh process takes to import torch and foodcnn and run a first conv on `device`."""
-    code = ("import time, torch; t = time.perf_counter(); import foodcnn.train; "
+    code = ("import time, torch; t = time.perf_counter(); import foodcnn.engine.train; "
             f"x = torch.randn(8, 3, 64, 64, device='{device.type}'); w = torch.randn(16, 3, 3, 3, device=x.device); "
             "torch.nn.functional.conv2d(x, w).sum().item()")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")])}

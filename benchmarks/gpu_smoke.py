@@ -23,7 +23,8 @@ sys.path.insert(0, str(REPO / "lib"))
 
 import torch  # noqa: E402
 
-from foodcnn import data, models, params, syncs, synth, train, transforms  # noqa: E402
+from foodcnn.core import data, models, params, syncs, synth, transforms  # noqa: E402
+from foodcnn.engine import train
 
 METRICS = ("train_loss", "val_loss", "test_loss", "test_acc")
 

@@ -20,7 +20,8 @@ import torch
 from torch.utils.data import Subset as IndexSubset
 
 import reference
-from foodcnn import data, features, models, params, synth, train, transforms
+from foodcnn.core import data, models, params, synth, transforms
+from foodcnn.engine import features, train
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_SIZE = 224
@@ -508,7 +509,7 @@ def _helper_main(conn: Any, subset: data.Subset, demo: params.Params, cache_dir:
                  library_malloc: bool) -> None:
     import traceback
 
-    from foodcnn import allocator
+    from foodcnn.core import allocator
 
     try:
         tuned = allocator.keep_freed_memory() if library_malloc else False

@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-    from foodcnn import models
+    from foodcnn.core import models
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="data/food-101")

@@ -54,7 +54,7 @@ def verdict_cells(html: str) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_synth(tmp_path_factory) -> Path:
     """A small synthetic dataset (4 classes) in the Food-101 layout."""
-    from foodcnn import synth
+    from foodcnn.core import synth
 
     out = tmp_path_factory.mktemp("synth")
     return synth.generate(out, num_classes=4, train_per_class=20, test_per_class=10, max_side=48, seed=0,
@@ -64,7 +64,7 @@ def tiny_synth(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_params(tiny_synth, tmp_path):
     """Return a function making validated Params for a fast CPU run on the tiny dataset."""
-    from foodcnn import params
+    from foodcnn.core import params
 
     def make(**kw):
         base = dict(id="t", model="baseline", data_root=str(tiny_synth), num_classes=4, image_size=20, epochs=2,
@@ -116,7 +116,7 @@ def write_probe_notebook(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def browser():
     """Debian's headless Chromium driven by Playwright (Playwright's own browser download is impossible offline)."""
-    from foodcnn import rendering
+    from foodcnn.orchestration import rendering
 
     exe = rendering.chromium()
     if exe is None:

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import write_food101
-from foodcnn import data
+from foodcnn.core import data
 
 
 def test_reader_counts_split_and_stratified_validation(tmp_path):
@@ -69,7 +69,7 @@ def test_missing_or_malformed_root_explains_layout(tmp_path):
 
 
 def _warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "foodcnn.data"]
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "foodcnn.core.data"]
 
 
 def test_meta_quirks_are_read_right_with_one_warning_each(tmp_path, caplog):

@@ -10,8 +10,10 @@ import numpy as np
 from PIL import Image
 
 from conftest import write_food101
-from foodcnn import __main__ as cli
-from foodcnn import data, datacheck, report, stats, train
+from foodcnn.orchestration import cli
+from foodcnn.core import data, datacheck, stats
+from foodcnn.views import report
+from foodcnn.engine import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +82,7 @@ def test_data_check_names_unreadable_missing_and_unlisted_files(tmp_path, capsys
 def test_data_check_knows_synthetic_trees(tiny_synth, tmp_path):
     found = datacheck.check(tiny_synth, progress=False)
     assert found.synthetic_marker and found.synthetic
-    assert "synthetic: yes: meta/SYNTHETIC written by foodcnn.synth (seed 0, 20 train + 10 test per class" in \
+    assert "synthetic: yes: meta/SYNTHETIC written by foodcnn.core.synth (seed 0, 20 train + 10 test per class" in \
         datacheck.summary(found)
     # a synthetic tree that lost its marker still gives itself away by its class names
     unmarked = write_food101(tmp_path, ["synthetic_apple_pie", "synthetic_baklava"], 1, 1)

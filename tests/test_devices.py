@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from foodcnn import data, devices, features, models, syncs, train, transforms
+from foodcnn.core import data, devices, models, syncs, transforms
+from foodcnn.engine import features, train
 
 META = torch.device("meta")
 S = 32

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from foodcnn import checkpoints, features, models, runs, train
+from foodcnn.core import checkpoints, models, runs
+from foodcnn.engine import features, train
 
 FROZEN = dict(model="resnet18", freeze="head", image_size=32, epochs=2, lr=1e-2)
 
@@ -46,7 +47,7 @@ def test_digest_follows_the_backbone_not_the_head():
 
 def test_cache_key_follows_the_kernel_settings(monkeypatch):
     """Deterministic and autotuned (cudnn.benchmark) kernels round differently: their features are kept apart."""
-    from foodcnn import data
+    from foodcnn.core import data
 
     split = data.Decoded(None, [], [], [], key="k")
     cuda = torch.device("cuda")  # only the key is computed: no GPU needed
@@ -102,7 +103,7 @@ def test_a_damaged_feature_cache_entry_is_computed_afresh(tiny_params, caplog):
     assert len(entries) == 3
     for e in entries:
         e.write_bytes(e.read_bytes()[:100])  # truncated, as a full disk or a kill mid-copy leaves it
-    with caplog.at_level(logging.WARNING, logger="foodcnn.features"):
+    with caplog.at_level(logging.WARNING, logger="foodcnn.engine.features"):
         redone = train.run(p.replace(runs_dir=str(p.runs_dir) + "/b"))
     assert redone["features_from_disk"] == [] and "damaged" in caplog.text
     assert redone["test_loss"] == clean["test_loss"]
@@ -135,7 +136,7 @@ def test_resume_over_another_backbone_starts_afresh(tiny_params, monkeypatch, ca
     last_path = runs.run_dir(p) / runs.LAST
     state = checkpoints.load(last_path)
     checkpoints.save(last_path, **{**{k: v for k, v in state.items() if k != "format"}, "backbone": "0" * 24})
-    with caplog.at_level(logging.WARNING, logger="foodcnn.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="foodcnn.core.checkpoints"):
         result = train.run(p, resume=True)
     assert result["resumed_from_epoch"] is None and result["epochs_run"] == 3
     assert "another backbone" in caplog.text

@@ -1,4 +1,4 @@
-"""Tests for foodcnn.insight: figures and tables from real (tiny) run directories, the explorer, and both notebooks."""
+"""Tests for foodcnn.views.insight: figures and tables from real (tiny) run directories, the explorer, and both notebooks."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from foodcnn import batch, insight, models, params, probing, rendering, report, runs, train
+from foodcnn.orchestration import batch, rendering
+from foodcnn.views import insight, report
+from foodcnn.core import models, params, probing, runs
+from foodcnn.engine import train
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 PARAMS_DIR = NOTEBOOKS.parent / "params"

@@ -1,9 +1,8 @@
 """The library's layers: each module imports only from its own layer or those below, and no imports go round in a circle.
 
-LAYERS is the one place that says which layer a module belongs to. Moving modules into folders changes only
-its keys (a module is named by its dotted path under lib/foodcnn, e.g. "engine.train"). A module that is not in
-LAYERS fails the test with a message that names it: a new module is placed in a layer on purpose, in the same
-change that adds it. A key whose file does not exist (yet) is ignored.
+A module's layer is the folder it lives in under lib/foodcnn (core -> engine -> views -> orchestration); the
+package's own __init__ belongs to core and its __main__ (`python -m foodcnn`) to orchestration. A module placed
+outside these folders fails the test with a message that names it.
 """
 
 from __future__ import annotations
@@ -14,19 +13,16 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lib" / "foodcnn"
-ORDER = ("leaf", "engine", "view", "orchestration")
-LAYERS = {
-    # leaves: no other layer; each owns one concern
-    "__init__": "leaf", "allocator": "leaf", "atomic": "leaf", "checkpoints": "leaf", "data": "leaf",
-    "datacheck": "leaf", "devices": "leaf", "effnet": "leaf", "metrics": "leaf", "models": "leaf", "params": "leaf", "probing": "leaf", "runs": "leaf",
-    "stats": "leaf", "synth": "leaf", "syncs": "leaf", "transforms": "leaf", "viz": "leaf",
-    # engine: training one run
-    "features": "engine", "train": "engine",
-    # views: run directories turned into tables and pictures
-    "insight": "view", "report": "view",
-    # orchestration: papermill, nbconvert, Chromium, the command line
-    "__main__": "orchestration", "batch": "orchestration", "cluster": "orchestration", "rendering": "orchestration",
-}
+ORDER = ("core", "engine", "views", "orchestration")
+TOP_LEVEL = {"__init__": "core", "__main__": "orchestration"}
+
+
+def layer_of(name: str) -> str | None:
+    """Return the layer of a module named by its dotted path under lib/foodcnn, or None when it is outside every layer."""
+    if name in TOP_LEVEL:
+        return TOP_LEVEL[name]
+    folder = name.split(".")[0]
+    return folder if folder in ORDER else None
 
 
 def module_name(path: Path) -> str:
@@ -81,20 +77,22 @@ def graph() -> dict[str, list[tuple[str, int]]]:
 
 
 def test_every_module_has_a_layer():
-    unplaced = sorted(set(library_modules()) - set(LAYERS))
-    assert not unplaced, (f"lib/foodcnn modules without a layer: {', '.join(unplaced)}. Add each to LAYERS in "
-                          f"tests/test_layers.py as one of {', '.join(ORDER)} (what it may import decides which)")
+    unplaced = sorted(name for name in library_modules() if layer_of(name) is None)
+    assert not unplaced, (f"lib/foodcnn modules outside the layer folders: {', '.join(unplaced)}. Move each into one "
+                          f"of lib/foodcnn/{{{','.join(ORDER)}}}/ (what it may import decides which)")
 
 
 def test_no_module_imports_a_higher_layer():
     rank = {layer: i for i, layer in enumerate(ORDER)}
     upward = []
     for name, targets in graph().items():
-        if name not in LAYERS:
+        here = layer_of(name)
+        if here is None:
             continue  # reported by test_every_module_has_a_layer
         for target, line in targets:
-            if target in LAYERS and rank[LAYERS[target]] > rank[LAYERS[name]]:
-                upward.append(f"{name}.py:{line} imports {target} ({LAYERS[name]} -> {LAYERS[target]})")
+            there = layer_of(target)
+            if there is not None and rank[there] > rank[here]:
+                upward.append(f"{name.replace('.', '/')}.py:{line} imports {target} ({here} -> {there})")
     assert not upward, "imports from a lower layer to a higher one:\n" + "\n".join(upward)
 
 

@@ -1,8 +1,8 @@
-"""Tests for foodcnn.metrics: confusion matrix, per-class accuracy, most-confused pairs, hardest images."""
+"""Tests for foodcnn.core.metrics: confusion matrix, per-class accuracy, most-confused pairs, hardest images."""
 
 import numpy as np
 
-from foodcnn import metrics
+from foodcnn.core import metrics
 
 
 def test_confusion_known_matrix():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from foodcnn import checkpoints, models, params
+from foodcnn.core import checkpoints, models, params
 
 
 def test_baseline_parameter_count_by_hand():
@@ -263,7 +263,7 @@ def test_efficientnet_keeps_its_own_input_normalisation():
     ("resnet18", 32, False), ("resnet18", 64, False), ("resnet18", 96, True), ("resnet18", 224, True),
 ])
 def test_channels_last_where_it_pays_on_cpu(name, size, expected):
-    from foodcnn import train
+    from foodcnn.engine import train
 
     assert train.channels_last_pays(name, torch.device("cpu"), size) is expected
     assert train.channels_last_pays(name, torch.device("cuda"), size)  # tensor cores: always

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from foodcnn import params
+from foodcnn.core import params
 
 
 def write(path, text):

@@ -1,4 +1,4 @@
-"""Tests for foodcnn.probing: conv layers found in every family, forward hooks that leave no trace, Grad-CAM."""
+"""Tests for foodcnn.core.probing: conv layers found in every family, forward hooks that leave no trace, Grad-CAM."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch import nn
 
-from foodcnn import models, probing
+from foodcnn.core import models, probing
 
 
 def tiny_cnn() -> nn.Sequential:

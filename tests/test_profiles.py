@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from foodcnn import batch, params
+from foodcnn.orchestration import batch
+from foodcnn.core import params
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted(p.stem for p in (ROOT / "params" / "profiles").glob("*.yaml"))

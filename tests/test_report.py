@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from conftest import verdict_cells
-from foodcnn import report
+from foodcnn.views import report
 
 ROOT = Path(__file__).resolve().parents[1]
 

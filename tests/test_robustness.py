@@ -18,8 +18,9 @@ import yaml
 from PIL import Image
 
 from conftest import write_food101
-from foodcnn import __main__ as cli
-from foodcnn import checkpoints, data, models, params, runs, train
+from foodcnn.orchestration import cli
+from foodcnn.core import checkpoints, data, models, params, runs
+from foodcnn.engine import train
 
 COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "best_epoch", "epochs_run")
 
@@ -110,7 +111,9 @@ def test_bad_parameters_fail_at_the_door(tmp_path, tiny_synth, capsys):
 TIMED_CLI = """
 import os, sys, time
 from pathlib import Path
-from foodcnn import __main__ as cli, checkpoints, train
+from foodcnn.orchestration import cli
+from foodcnn.core import checkpoints
+from foodcnn.engine import train
 
 now, calls, real = [0.0], [0], train.train_one_epoch
 
@@ -296,7 +299,7 @@ def test_full_disk_gives_a_clear_error_and_keeps_the_old_file(tmp_path, monkeypa
 
     import torch
 
-    from foodcnn import atomic
+    from foodcnn.core import atomic
 
     target = tmp_path / "best.pt"
     atomic.atomic_torch_save(target, {"w": torch.zeros(3)})
@@ -410,7 +413,7 @@ def test_without_a_terminal_progress_is_one_line_per_epoch(tmp_path, tiny_synth)
     piped = _cli("run", str(exp), "--out", str(tmp_path / "piped"))  # stderr is a pipe, as in a log file or CI
     assert piped.returncode == 0, piped.stderr
     epochs = [line for line in piped.stderr.splitlines() if "epoch" in line]
-    assert len(epochs) == 2 and epochs[1].startswith("INFO foodcnn.train: p seed 0 epoch 2/2: train loss ")
+    assert len(epochs) == 2 and epochs[1].startswith("INFO foodcnn.engine.train: p seed 0 epoch 2/2: train loss ")
     assert "\r" not in piped.stderr and "it/s" not in piped.stderr
 
     master, slave = pty.openpty()  # a terminal keeps tqdm's bars

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from conftest import REPO
-from foodcnn import data, models, params, train, transforms
+from foodcnn.core import data, models, params, transforms
+from foodcnn.engine import train
 
 
 def _load(name: str):
@@ -131,7 +132,7 @@ def test_bench_helpers_run_the_library_path(subset, tmp_path):
 @pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
 def test_reduced_scale_jpeg_decode_keeps_the_full_decodes_geometry_and_pixels(tmp_path, mode):
     """A Food-101-sized JPEG decoded at 1/4 scale for a small cache size: same crop, within a few grey levels."""
-    from foodcnn import synth
+    from foodcnn.core import synth
 
     full = synth.render(3, (512, 341), np.random.default_rng(0)).convert(mode)
     path = tmp_path / "big.jpg"

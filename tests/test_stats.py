@@ -1,4 +1,4 @@
-"""Tests for foodcnn.stats on constructed predictions with known answers."""
+"""Tests for foodcnn.core.stats on constructed predictions with known answers."""
 
 import math
 from pathlib import Path
@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from foodcnn import stats
-from foodcnn.stats import Claim, Interval
+from foodcnn.core import stats
+from foodcnn.core.stats import Claim, Interval
 
 N_CLASSES = 20
 

@@ -7,7 +7,7 @@ import pytest
 import torchvision
 from PIL import Image
 
-from foodcnn import synth
+from foodcnn.core import synth
 
 SMALL = dict(num_classes=3, train_per_class=4, test_per_class=3, max_side=64, progress=False)
 

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from foodcnn import checkpoints, runs, train
+from foodcnn.core import checkpoints, runs
+from foodcnn.engine import train
 
 
 def test_tiny_run_lowers_loss_and_writes_run_directory(tiny_params):

@@ -1,11 +1,11 @@
-"""Tests for foodcnn.viz: filter tiles, feature-map grids, curves, galleries and Grad-CAM overlays as figures."""
+"""Tests for foodcnn.core.viz: filter tiles, feature-map grids, curves, galleries and Grad-CAM overlays as figures."""
 
 import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from foodcnn import viz
+from foodcnn.core import viz
 
 
 # --- filters -----------------------------------------------------------------------------------

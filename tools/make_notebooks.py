@@ -14,12 +14,12 @@ from nbformat.v4 import new_code_cell, new_markdown_cell
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 import viz_notebooks  # noqa: E402  (tools/ is sys.path[0] when this file runs as a script)
-from foodcnn import params  # noqa: E402
+from foodcnn.core import params  # noqa: E402
 from notebook_files import parameters, save  # noqa: E402
 
 
 def params_cell() -> str:
-    lines = ["# Parameters (papermill injects a cell after this one). Defaults: foodcnn.params.Params."]
+    lines = ["# Parameters (papermill injects a cell after this one). Defaults: foodcnn.core.params.Params."]
     for name, f in params.FIELDS.items():
         default = f.default if f.default_factory is params.dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         lines.append(f"{name} = {default!r}")
@@ -28,8 +28,9 @@ def params_cell() -> str:
 
 EXPERIMENT_SETUP = """\
 %matplotlib inline
-from foodcnn import params, probing, runs, train, viz
-from foodcnn import report as tables  # not `report`: that name is a parameter (the row's report: A, B or X)
+from foodcnn.core import params, probing, runs, viz
+from foodcnn.engine import train
+from foodcnn.views import report as tables  # not `report`: that name is a parameter (the row's report: A, B or X)
 
 p = params.from_mapping({k: globals()[k] for k in params.FIELDS}, source="notebook parameters")
 tables.describe_params(p)"""
@@ -58,7 +59,7 @@ KINDS = {
                      "Every change the reports made to the baseline: report A's initialisation, dropout, learning "
                      "rate, flip and architecture (`custom_a`); report B's custom1–custom7 (extra convolutions, "
                      "SiLU, an extra max-pool, learning rate, and the `custom_b` architecture). Each row is a "
-                     "configuration of one builder, `foodcnn.models.build`."),
+                     "configuration of one builder, `foodcnn.core.models.build`."),
     "vgg.ipynb": ("VGG16 transfer learning",
                   "torchvision's VGG16 (report A) and VGG16-BN (report B) with the last classifier layer replaced "
                   "by a 20-class head, under the freezing policies `head`, `none`, `conv1` and `every_nth:k`. "
@@ -92,7 +93,7 @@ def summary() -> None:
                           "theirs: **A** — *Implementation of Four Convolution Neural Network and Their "
                           "Visualization*; **B** — *Diving Deep for Accuracy with Convolutional Neural Networks*."),
         new_code_cell("%matplotlib inline\nfrom IPython.display import HTML, Markdown, display\n"
-                      "from foodcnn import report, stats, viz\n\n"
+                      "from foodcnn.core import stats, viz\nfrom foodcnn.views import report\n\n"
                       "study = report.collect(runs_dir, profile, params_dir)\n"
                       "display(HTML(report.banner(study)))\n"
                       "display(Markdown(report.overview(study)))"),
@@ -111,7 +112,7 @@ def summary() -> None:
         new_code_cell("for fig in report.curve_figures(study):\n    display(fig)"),
         new_markdown_cell("## Inside the networks\n\nWhat the best run of each model family (highest test accuracy, "
                           "seed 0) learned and where it looks (SPEC §5)."),
-        new_code_cell("from foodcnn import insight\n\nreps = insight.representative_runs(study)\n"
+        new_code_cell("from foodcnn.views import insight\n\nreps = insight.representative_runs(study)\n"
                       "display(Markdown(insight.visualisation_links(study)))"),
         new_markdown_cell("### First-layer filters\n\nEvery first-layer filter, shifted to be non-negative and "
                           "divided by its maximum, as an RGB tile (SPEC §5): the representatives first, then every "

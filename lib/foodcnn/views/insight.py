@@ -12,7 +12,8 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from . import checkpoints, data, metrics, models, probing, report, runs, transforms, viz
+from ..core import checkpoints, data, metrics, models, probing, runs, transforms, viz
+from . import report
 
 RIGHT, WRONG = "#1a7f37", "#c62828"  # caption colours: correct / wrong prediction
 # Grad-CAM needs a map that can say "where": at the demo profile's small inputs the last conv layer of

@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import allocator, checkpoints, data, devices, features, models, runs, transforms
-from .atomic import atomic_write_text, remove_temps
-from .params import Params, ParamsError, dump
+from ..core import allocator, checkpoints, data, devices, models, runs, transforms
+from . import features
+from ..core.atomic import atomic_write_text, remove_temps
+from ..core.params import Params, ParamsError, dump
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def versions() -> dict[str, str]:
     """Return the versions a run records."""
     from importlib.metadata import version  # not `import torchvision`: it costs seconds
 
-    from . import __version__
+    from .. import __version__
 
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": version("torchvision"),
             "numpy": np.__version__, "foodcnn": __version__}

@@ -9,8 +9,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from . import insight, report
-from .atomic import atomic_write_text
+from ..views import insight, report
+from ..core.atomic import atomic_write_text
 from .batch import KERNEL, kernel_config
 
 log = logging.getLogger(__name__)

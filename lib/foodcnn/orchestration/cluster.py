@@ -12,8 +12,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from . import runs
-from .atomic import atomic_write_text
+from ..core import runs
+from ..core.atomic import atomic_write_text
 from .batch import Done, Job, Outcome, Starting, execute
 
 log = logging.getLogger(__name__)

@@ -157,7 +157,7 @@ def summary(c: TreeCheck) -> str:
     """Return what `python -m foodcnn data check` prints about a checked tree."""
     if c.synthetic_marker:
         s = c.synth_settings or {}
-        kind = (f"yes: meta/{synth.SYNTH_MARKER} written by foodcnn.synth (seed {s.get('seed', '?')}, "
+        kind = (f"yes: meta/{synth.SYNTH_MARKER} written by foodcnn.core.synth (seed {s.get('seed', '?')}, "
                 f"{s.get('train_per_class', '?')} train + {s.get('test_per_class', '?')} test per class, "
                 f"longest side {s.get('max_side', '?')} px)")
     elif c.synthetic_names:

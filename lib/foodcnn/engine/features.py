@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import data, devices, models, transforms
-from .atomic import atomic_save_npy, remove_temps
+from ..core import data, devices, models, transforms
+from ..core.atomic import atomic_save_npy, remove_temps
 
 log = logging.getLogger(__name__)
 

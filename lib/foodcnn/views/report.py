@@ -13,8 +13,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from . import params as params_mod
-from . import runs, stats
+from ..core import params as params_mod
+from ..core import runs, stats
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +362,7 @@ def overview(study: Study) -> str:
 
 def curve_figures(study: Study, per_figure: int = 12) -> list:
     """Return small-multiple learning-curve figures of every run (seed 0 of each row), a dozen per figure."""
-    from . import viz
+    from ..core import viz
 
     items = [(f"{rid} (seed {seed})" if len({s for (i, s) in study.metrics if i == rid}) > 1 else rid, m)
              for (rid, seed), m in study.metrics.items() if len(m)]

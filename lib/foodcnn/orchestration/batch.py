@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
-from . import models, params, runs
-from .atomic import atomic_write_text
+from ..core import models, params, runs
+from ..core.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Engine: one run trained and evaluated (train), frozen-backbone features computed once (features)."""
