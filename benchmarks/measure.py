@@ -428,8 +428,7 @@ def make_setup(device: torch.device, root: str | None, source_side: int | None =
         else:
             print(f"generating the synthetic dataset under {out} ...", flush=True)
             synth.generate(out, progress=False)
-    subset = data.load_subset(data_root, demo.classes, demo.num_classes, demo.val_fraction, demo.split_seed,
-                              demo.max_train_per_class, demo.max_test_per_class)
+    subset = data.subset_of(demo, data_root)
     cache = Path(tempfile.mkdtemp(prefix="foodcnn-bench-"))
     return Setup(subset, device, cache, demo)
 

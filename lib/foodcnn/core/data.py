@@ -11,7 +11,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from PIL import Image, UnidentifiedImageError
 
 from . import synth
 from .atomic import TMP_PREFIX, TMP_SUFFIX, atomic_write_text, remove_temps
+
+if TYPE_CHECKING:
+    from .params import Params
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +271,12 @@ def load_subset(
 # --------------------------------------------------------------------------------------------
 # Reading images
 # --------------------------------------------------------------------------------------------
+
+
+def subset_of(p: Params, root: str | Path | None = None) -> Subset:
+    """Return a run's class subset and splits from its parameters (root: where the data is, when not p.data_root)."""
+    return load_subset(p.data_root if root is None else root, p.classes, p.num_classes, p.val_fraction, p.split_seed,
+                       p.max_train_per_class, p.max_test_per_class)
 
 
 def read_rgb(path: Path, draft: int | None = None, quiet: bool = True) -> Image.Image:

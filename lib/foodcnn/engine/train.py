@@ -79,15 +79,9 @@ class Loaded:
         return self.train.bad + self.val.bad + self.test.bad
 
 
-def load_subset(p: Params) -> data.Subset:
-    """Return the run's class subset and splits (reads only the dataset's meta files)."""
-    return data.load_subset(p.data_root, p.classes, p.num_classes, p.val_fraction, p.split_seed,
-                            p.max_train_per_class, p.max_test_per_class)
-
-
 def load_data(p: Params, subset: data.Subset | None = None) -> Loaded:
     """Return the run's decoded train/val/test splits (through the decode cache)."""
-    subset = subset or load_subset(p)
+    subset = subset or data.subset_of(p)
     size = p.resolved_image_size
     kw = dict(cache_dir=p.cache_dir, bad_images=p.bad_images, progress=p.progress)
     splits = {name: data.decode(getattr(subset, name), size, desc=f"decode {name} @{size}px", **kw)
@@ -420,7 +414,7 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
 
     # Everything that can reject the inputs (classes, last.pt, unreadable images with bad_images: fail)
     # runs before the run directory is touched, so a refused run leaves nothing behind.
-    subset = load_subset(p)
+    subset = data.subset_of(p)
     model = models.build_from_params(p).to(device)
     if p.deterministic and device.type == "cuda":
         models.deterministic_pooling(model)  # CUDA's adaptive average pool has no deterministic backward

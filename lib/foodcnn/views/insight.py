@@ -124,8 +124,7 @@ def load_model(run: runs.Run) -> nn.Module:
 
 def _test_split(run: runs.Run) -> tuple[np.ndarray, np.ndarray]:
     p = run.params
-    subset = data.load_subset(locate(p.data_root), p.classes, p.num_classes, p.val_fraction, p.split_seed,
-                              p.max_train_per_class, p.max_test_per_class)
+    subset = data.subset_of(p, locate(p.data_root))
     size = p.resolved_image_size
     # The same file list and size as training, so the decode cache answers; unreadable images are skipped as there.
     decoded = data.decode(subset.test, size, cache_dir=locate(p.cache_dir), bad_images="skip", progress=False,
