@@ -210,3 +210,20 @@ def test_notebook_kernels_do_not_warn_about_tcp(tmp_path, capfd):
     batch.execute(job)
     assert "ran" in (job.run_dir / runs.NOTEBOOK).read_text()  # the kernel did run the notebook
     assert "without encryption" not in capfd.readouterr().err
+
+
+def test_a_stale_result_goes_and_a_damaged_one_is_kept_aside(tiny_params, tmp_path, caplog):
+    # batch trains a row again when its result.json is damaged or of other parameters; a damaged file is somebody's
+    # data: it is kept beside the run with a warning, never silently deleted
+    p, rdir = tiny_params(), tmp_path / "run"
+    rdir.mkdir()
+    (rdir / runs.RESULT).write_text('{"status": "ok",')
+    batch.clear_stale_result(rdir, p)
+    assert not (rdir / runs.RESULT).exists() and (rdir / "result.json.damaged").read_text() == '{"status": "ok",'
+    assert "result.json is damaged (JSONDecodeError" in caplog.text and "trained again" in caplog.text
+
+    runs.write_result(rdir, {"status": "ok", "fingerprint": p.fingerprint()})
+    batch.clear_stale_result(rdir, p)
+    assert runs.is_finished(rdir, p)  # this job's own finished result stays
+    batch.clear_stale_result(rdir, tiny_params(epochs=3))
+    assert not (rdir / runs.RESULT).exists()  # another job's result must not stand for it

@@ -119,6 +119,19 @@ def _kernel_manager(env: dict[str, str], cwd: str | None) -> type:
     return KernelManager
 
 
+def clear_stale_result(rdir: Path, p: params.Params) -> None:
+    """Remove a result of other parameters (it must not stand for this job); keep a damaged one as result.json.damaged."""
+    try:
+        runs.load_result(rdir)
+    except runs.ResultError as e:  # somebody's file: set aside with a warning, never silently deleted
+        kept = rdir / f"{runs.RESULT}.damaged"
+        os.replace(rdir / runs.RESULT, kept)
+        log.warning("%s; kept as %s and the run is trained again", e, kept)
+        return
+    if not runs.is_finished(rdir, p):
+        (rdir / runs.RESULT).unlink(missing_ok=True)
+
+
 def execute(job: Job, env: dict[str, str] | None = None, cwd: str | None = None) -> Outcome:
     """Run one job's notebook with papermill into its run directory; record a failure instead of raising.
 
@@ -130,8 +143,7 @@ def execute(job: Job, env: dict[str, str] | None = None, cwd: str | None = None)
     rdir = job.run_dir
     rdir.mkdir(parents=True, exist_ok=True)
     (rdir / runs.ERROR).unlink(missing_ok=True)
-    if not runs.is_finished(rdir, job.params):  # a result of other parameters must not stand for this job
-        (rdir / runs.RESULT).unlink(missing_ok=True)
+    clear_stale_result(rdir, job.params)
     atomic_write_text(rdir / runs.PARAMS, params.dump(job.params))  # the report lists the job even if it fails early
     env = dict(env or {})
     gpu = env.get("CUDA_VISIBLE_DEVICES", os.environ.get("CUDA_VISIBLE_DEVICES", ""))
