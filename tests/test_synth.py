@@ -111,3 +111,17 @@ def test_class_count_limits():
     assert len(synth.class_names(30)) == 30
     with pytest.raises(ValueError):
         synth.class_names(31)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--seed", "-1"], "seed must be an integer from 0 to 2**63 - 1, got -1"),
+    (["--num-classes", "0"], "num_classes must be in 1..30, got 0"),
+    (["--train-per-class", "0"], "train_per_class and test_per_class must be positive"),
+    (["--max-side", "4"], "max_side must be at least 16, got 4"),
+])
+def test_data_synth_options_out_of_range_exit_2_and_write_nothing(tmp_path, capsys, args, says):
+    from foodcnn.orchestration import cli
+
+    assert cli.main(["data", "synth", "--out", str(tmp_path / "d"), *args]) == 2
+    assert f"error: data synth: {says}" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

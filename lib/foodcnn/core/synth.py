@@ -264,6 +264,8 @@ def generate(out: str | Path, *, num_classes: int = 20, train_per_class: int = 4
         raise ValueError("train_per_class and test_per_class must be positive")
     if max_side < 16:
         raise ValueError(f"max_side must be at least 16, got {max_side}")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {seed}")
     settings = _settings(num_classes, train_per_class, test_per_class, max_side, seed)
     out = Path(out)
     root = out / "food-101"

@@ -14,9 +14,13 @@ def cmd_data(args: argparse.Namespace) -> int:
     from ..core import data, synth
 
     if args.action == "synth":
-        root = synth.generate(args.out, seed=args.seed, num_classes=args.num_classes,
-                              train_per_class=args.train_per_class, test_per_class=args.test_per_class,
-                              max_side=args.max_side)
+        try:
+            root = synth.generate(args.out, seed=args.seed, num_classes=args.num_classes,
+                                  train_per_class=args.train_per_class, test_per_class=args.test_per_class,
+                                  max_side=args.max_side)
+        except ValueError as e:  # an option out of range: nothing was written
+            print(f"error: data synth: {e}", file=sys.stderr)
+            return 2
         print(f"synthetic Food-101 layout ready at {root}")
     elif args.action == "fetch":
         root = data.fetch_food101(args.out)
