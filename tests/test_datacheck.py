@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import write_food101
 from foodcnn.orchestration import cli
 from foodcnn.core import data, datacheck, stats
-from foodcnn.views import report
+from foodcnn.views import report, significance
 from foodcnn.engine import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,5 +120,5 @@ def test_mixed_real_jpegs_through_decode_and_feature_caches_to_the_report(tmp_pa
     t = report.table(study, "X").set_index("id")
     assert t.loc["x_frozen", "scale"] == "6/class · 96 px · 1/1 ep"
     assert t.loc["x_scratch", "scale"] == "6/class · 37 px · 1/1 ep"
-    verdict = report.ablation_table(study).data.set_index("id").loc["x_frozen", "verdict"]
+    verdict = significance.ablation_table(study).data.set_index("id").loc["x_frozen", "verdict"]
     assert verdict in ("better", "worse", "no detectable difference")  # real photos get a verdict

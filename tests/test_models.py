@@ -250,6 +250,12 @@ def test_registration_order_is_the_spec_order():
                                  "efficientnet_lite0"]
 
 
+def test_from_scratch_are_the_small_cnns_of_spec_2():
+    # the headline findings count these rows as "from scratch"; a pretrained model or a name not registered is not
+    assert [n for n in models.in_order() if models.from_scratch(n)] == list(models.SMALL_SPECS)
+    assert not models.from_scratch("resnet18") and not models.from_scratch("") and not models.from_scratch("nope")
+
+
 def test_efficientnet_keeps_its_own_input_normalisation():
     # its weights were trained on (pixel - 127) / 128, not ImageNet's mean/std (effnet.py)
     mean, std = models.input_normalisation(models.build("efficientnet_lite0", pretrained="none"))

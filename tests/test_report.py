@@ -1,4 +1,4 @@
-"""The report's aggregation: run directories in, tables in the reports' order out."""
+"""The report's aggregation: run directories in, tables and figures in the reports' order out."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from conftest import verdict_cells
-from foodcnn.views import report
+from foodcnn.views import figures, report, significance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,28 +64,28 @@ def _pair_study(tmp_path: Path, synthetic: bool) -> report.Study:
 
 def test_synthetic_runs_get_pipeline_checks_not_verdicts(tmp_path):
     study = _pair_study(tmp_path, synthetic=True)
-    claims = report.claims_table(study)
+    claims = significance.claims_table(study)
     assert claims.data.set_index("child").loc["b_custom3", "verdict"] == "pipeline check (synthetic)"
     assert claims.data.set_index("child").loc["b_custom3", "McNemar p"] < 1e-6  # the statistics are still shown
-    ablation = report.ablation_table(study)
+    ablation = significance.ablation_table(study)
     assert list(ablation.data["verdict"]) == ["pipeline check (synthetic)"]
     for styler in (claims, ablation):
         cells = verdict_cells(styler.to_html())
         assert len(cells) == len(styler.data) and not {"supported", "refuted", "better", "worse"} & set(cells)
-    assert "Pipeline check on synthetic data" in report.ablation_figure(study).axes[0].get_title()
-    overview = report.claims_overview(study)
+    assert "Pipeline check on synthetic data" in figures.ablation_figure(study).axes[0].get_title()
+    overview = significance.claims_overview(study)
     assert "pipeline check" in overview and "synthetic dataset" in overview
     assert not re.search(r"supported|refuted|cannot tell", overview)
 
 
 def test_real_runs_get_verdicts(tmp_path):
     study = _pair_study(tmp_path, synthetic=False)
-    claims = report.claims_table(study).data.set_index("child")
+    claims = significance.claims_table(study).data.set_index("child")
     assert claims.loc["b_custom3", "verdict"] == "supported"
-    assert list(report.ablation_table(study).data["verdict"]) == ["better"]
-    assert "supported" in verdict_cells(report.claims_table(study).to_html())
-    assert "Pipeline check" not in report.ablation_figure(study).axes[0].get_title()
-    assert report.claims_overview(study).startswith("Claims: **1** supported")
+    assert list(significance.ablation_table(study).data["verdict"]) == ["better"]
+    assert "supported" in verdict_cells(significance.claims_table(study).to_html())
+    assert "Pipeline check" not in figures.ablation_figure(study).axes[0].get_title()
+    assert significance.claims_overview(study).startswith("Claims: **1** supported")
 
 
 def test_tables_give_each_rows_scale_and_flag_chance_level_rows(tmp_path):
@@ -98,9 +98,18 @@ def test_tables_give_each_rows_scale_and_flag_chance_level_rows(tmp_path):
     assert t.loc["b_custom3", "vs chance"] == "above"
     html = report.styled(report.table(study, "B")).to_html()
     assert "750/class · 224 px · up to 25 ep" in html  # the reports' scale beside ours
-    claims = report.claims_table(study).data.set_index("child")
+    claims = significance.claims_table(study).data.set_index("child")
     assert claims.loc["b_custom3", "scale"] == "15/class · 37 px · 7/25 ep; 15/class · 37 px · 2/25 ep"
-    assert "scale" in report.cost_table(study).columns and "scale" in report.seed_table(study).data.columns
+    assert "scale" in report.cost_table(study).columns and "scale" in significance.seed_table(study).data.columns
+
+
+def test_figures_of_a_study_without_runs_say_so(tmp_path):
+    study = report.collect(tmp_path / "runs", "demo", ROOT / "params")
+    for fig, text in ((figures.published_figure(study), "no runs with published figures yet"),
+                      (figures.ablation_figure(study), "no row has both itself and its parent finished")):
+        (ax,) = fig.axes
+        assert [t.get_text() for t in ax.texts] == [text] and not ax.axison
+    assert figures.curve_figures(study) == []
 
 
 def test_scale_text_shows_a_range_of_epochs_over_seeds():

@@ -93,7 +93,7 @@ def summary() -> None:
                           "theirs: **A** — *Implementation of Four Convolution Neural Network and Their "
                           "Visualization*; **B** — *Diving Deep for Accuracy with Convolutional Neural Networks*."),
         new_code_cell("%matplotlib inline\nfrom IPython.display import HTML, Markdown, display\n"
-                      "from foodcnn.core import stats, viz\nfrom foodcnn.views import report\n\n"
+                      "from foodcnn.views import figures, report, significance\n\n"
                       "study = report.collect(runs_dir, profile, params_dir)\n"
                       "display(HTML(report.banner(study)))\n"
                       "display(Markdown(report.overview(study)))"),
@@ -106,10 +106,10 @@ def summary() -> None:
         new_markdown_cell("## Beyond the reports\n\nEfficientNet-Lite0 with real ImageNet weights (available offline)."),
         new_code_cell('report.styled(report.table(study, "X"))'),
         new_markdown_cell("## Ours beside theirs"),
-        new_code_cell("report.published_figure(study)"),
+        new_code_cell("figures.published_figure(study)"),
         new_markdown_cell("## Learning curves\n\nTrain (blue) and validation (orange) loss and accuracy of every run; "
                           "the star marks the best epoch (lowest validation loss), whose weights were tested."),
-        new_code_cell("for fig in report.curve_figures(study):\n    display(fig)"),
+        new_code_cell("for fig in figures.curve_figures(study):\n    display(fig)"),
         new_markdown_cell("## Inside the networks\n\nWhat the best run of each model family (highest test accuracy, "
                           "seed 0) learned and where it looks (SPEC §5)."),
         new_code_cell("from foodcnn.views import insight\n\nreps = insight.representative_runs(study)\n"
@@ -136,9 +136,9 @@ def summary() -> None:
                           "is called *better* or *worse* only when the interval excludes zero **and** p < 0.05, "
                           "and only on real photos: where either row ran on the synthetic dataset it reads "
                           "*pipeline check (synthetic)*."),
-        new_code_cell("report.seed_table(study)"),
-        new_code_cell("report.ablation_figure(study)"),
-        new_code_cell("report.ablation_table(study)"),
+        new_code_cell("significance.seed_table(study)"),
+        new_code_cell("figures.ablation_figure(study)"),
+        new_code_cell("significance.ablation_table(study)"),
         new_markdown_cell("## Do our runs support the reports' claims?\n\n"
                           "Each conclusion the reports drew, restated, with the comparison that tests it. "
                           "*Supported*: our runs show the claimed direction; *refuted*: a significant change the "
@@ -146,13 +146,13 @@ def summary() -> None:
                           "the difference is within noise; *pipeline check (synthetic)*: a side ran on the synthetic "
                           "dataset, so there is no verdict, only the statistics; *not run*: one side has no "
                           "finished run."),
-        new_code_cell("display(Markdown(report.claims_overview(study)))\nreport.claims_table(study)"),
+        new_code_cell("display(Markdown(significance.claims_overview(study)))\nsignificance.claims_table(study)"),
         new_markdown_cell("## The study's headline findings at this scale\n\n"
                           "What the two reports found across their experiments, tested on our runs: pretrained "
                           "features against every from-scratch CNN, fine-tuning against a frozen backbone, a custom "
                           "CNN against its baseline, and every from-scratch CNN against guessing. The evidence "
                           "column names the comparison that decides each; verdicts come from real photos only."),
-        new_code_cell("report.findings_table(study)"),
+        new_code_cell("significance.findings_table(study)"),
         new_markdown_cell("## Cost\n\nWall time of the whole run, training throughput, trainable parameters and "
                           "the epoch early stopping kept. Frozen-backbone rows train the head on cached features."),
         new_code_cell("report.styled(report.cost_table(study))"),

@@ -200,6 +200,11 @@ def family(name: str) -> str:
     return _REGISTRY[name].family
 
 
+def from_scratch(name: str) -> bool:
+    """Return whether `name` is one of the reports' small CNNs (SMALL_SPECS), which always train from scratch."""
+    return name in _REGISTRY and _REGISTRY[name].family == "small"
+
+
 def _make_small(name: str) -> Callable[..., nn.Module]:
     def builder(num_classes: int = 20, activation: str = "relu", dropout: float = 0.5, init: str = "xavier",
                 extra_convs: int = 0, extra_convs_after: str = "conv3", extra_pool_after: str | None = None,

@@ -1,4 +1,8 @@
-"""Aggregating run directories into the study's tables and figures (rendering.py turns them into HTML/PDF)."""
+"""Aggregating run directories into a Study, and its tables: each report's rows beside the published ones, cost, problems.
+
+The Study's figures are in figures.py, its significance tables in significance.py; rendering.py turns the
+summary notebook into HTML/PDF. The experiment notebooks show one run with run_card and beside_published.
+"""
 
 from __future__ import annotations
 
@@ -274,36 +278,6 @@ def banner(study: Study) -> str:
             f"margin:8px 0;font-family:sans-serif'>{body}</div>")
 
 
-def published_figure(study: Study) -> "Any":
-    """Return a dumbbell chart: our test accuracy beside the published one, for every row that has both."""
-    import matplotlib.pyplot as plt
-
-    rows = pd.concat([table(study, r) for r in ("A", "B")], ignore_index=True) if len(study.results) else pd.DataFrame()
-    rows = rows.dropna(subset=["published test %"]) if len(rows) else rows
-    fig = plt.figure(figsize=(8, max(2.5, 0.28 * len(rows) + 1)))
-    plt.close(fig)
-    ax = fig.add_subplot(111)
-    if not len(rows):
-        ax.text(0.5, 0.5, "no runs with published figures yet", ha="center", va="center")
-        ax.axis("off")
-        return fig
-    y = np.arange(len(rows))[::-1]
-    ax.hlines(y, rows["test %"], rows["published test %"], color="#bbb", lw=2)
-    ax.scatter(rows["published test %"], y, color="#555", label="published", zorder=3)
-    ax.scatter(rows["test %"], y, color="#d55e00", label="foodcnn (this run)", zorder=3)
-    if study.classes:
-        ax.axvline(100 / len(study.classes), color="#999", ls=":", lw=1, label="chance")
-    ax.set_yticks(y, rows["id"])
-    ax.set_xlabel("test accuracy (%)")
-    ax.set_xlim(0, 100)
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right")
-    ax.set_title("Test accuracy: ours vs the reports" + (" (ours on synthetic data: not comparable)"
-                                                           if study.synthetic else ""))
-    fig.tight_layout()
-    return fig
-
-
 def run_card(result: dict[str, Any]) -> pd.DataFrame:
     """Return one run's result as a two-column table (for the experiment notebooks)."""
     keys = [("status", "status"), ("best epoch", "best_epoch"), ("epochs run", "epochs_run"),
@@ -360,17 +334,6 @@ def overview(study: Study) -> str:
             f"{r['wall_time_s'].sum() / 60:.1f} min.")
 
 
-def curve_figures(study: Study, per_figure: int = 12) -> list:
-    """Return small-multiple learning-curve figures of every run (seed 0 of each row), a dozen per figure."""
-    from ..core import viz
-
-    items = [(f"{rid} (seed {seed})" if len({s for (i, s) in study.metrics if i == rid}) > 1 else rid, m)
-             for (rid, seed), m in study.metrics.items() if len(m)]
-    order = {rid: i for i, rid in enumerate(study.results["id"])} if len(study.results) else {}
-    items.sort(key=lambda kv: order.get(kv[0].split(" ")[0], 1e9))
-    return [viz.curves_grid(dict(items[i:i + per_figure]), ncols=4) for i in range(0, len(items), per_figure)]
-
-
 def problems(study: Study) -> str:
     """Return Markdown listing failed/unfinished runs, diverged runs and unreadable images."""
     lines = []
@@ -384,135 +347,3 @@ def problems(study: Study) -> str:
             names = ", ".join(b["key"] for b in r["bad_images"][:10])
             lines.append(f"- **{r['id']}**: {r['bad_image_count']} unreadable image(s) skipped: {names}")
     return "\n".join(lines) if lines else "None: every run finished and every image was readable."
-
-
-# --------------------------------------------------------------------------------------------
-# Seeds and significance (stats.py computes; these format for the report)
-# --------------------------------------------------------------------------------------------
-
-VERDICT_COLOURS = {"supported": "#d9f2d9", "refuted": "#f9d6d5", "cannot tell": "#f2f2f2", "not run": "#ffffff",
-                   "better": "#d9f2d9", "worse": "#f9d6d5", "no detectable difference": "#f2f2f2",
-                   **{v: "#e6eef7" for v in stats.NO_VERDICT.values()}}
-
-
-def _verdict_style(v: Any) -> str:
-    colour = VERDICT_COLOURS.get(str(v))
-    return f"background-color: {colour}" if colour else ""
-
-
-def seed_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
-    """Return mean ± sd over seeds of train/val/test accuracy (%) and test loss, per row."""
-    if not len(study.results):
-        return pd.DataFrame()
-    s = stats.seed_summary(study.results)
-    out = pd.DataFrame({"id": s["id"], "seeds": s["n_seeds"]})
-    for m, label in (("train_acc", "train %"), ("val_acc", "val %"), ("test_acc", "test %")):
-        out[label] = [stats.mean_sd(100 * a, 100 * b) for a, b in zip(s[f"{m}_mean"], s[f"{m}_std"])]
-    out["test loss"] = [stats.mean_sd(a, b, 3) for a, b in zip(s["test_loss_mean"], s["test_loss_std"])]
-    out["scale"] = out["id"].map(scales(study))
-    return out.style.hide(axis="index").set_caption(SCALE_NOTE)
-
-
-def pair_scale(scale: dict[str, str], child: str, parent: str) -> str:
-    """Return the scale of a comparison: one scale_text when both rows ran alike, else "child; parent"."""
-    a, b = scale.get(child, "?"), scale.get(parent, "?")
-    return a if a == b else f"{a}; {b}"
-
-
-def ablation_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
-    """Return each row's change against its parent with a 95 % interval, McNemar p and a verdict (real data only)."""
-    if not len(study.results):
-        return pd.DataFrame()
-    t = stats.ablation_table(study.results, study.predictions)
-    if not len(t):
-        return t
-    t = t.merge(study.results.groupby("id")["change"].first(), left_on="id", right_index=True, how="left")
-    scale = scales(study)
-    t["scale"] = [pair_scale(scale, c, p) for c, p in zip(t["id"], t["parent"])]
-    t = t[["id", "parent", "change", "n_seeds", "delta_pp", "ci_low_pp", "ci_high_pp", "p_value", "verdict", "scale"]]
-    t = t.rename(columns={"n_seeds": "seeds", "delta_pp": "Δ test (pp)", "ci_low_pp": "95% CI low",
-                          "ci_high_pp": "95% CI high", "p_value": "McNemar p"})
-    return (t.style.hide(axis="index")
-            .format({"Δ test (pp)": "{:+.2f}", "95% CI low": "{:+.2f}", "95% CI high": "{:+.2f}", "McNemar p": "{:.3g}"},
-                    na_rep="—")
-            .map(_verdict_style, subset=["verdict"]).set_caption(SCALE_NOTE))
-
-
-def ablation_figure(study: Study) -> "Any":
-    """Return a forest plot: each row's test-accuracy change against its parent with its 95 % interval."""
-    import matplotlib.pyplot as plt
-
-    t = stats.ablation_table(study.results, study.predictions) if len(study.results) else pd.DataFrame()
-    t = t.dropna(subset=["ci_low_pp"]) if len(t) else t
-    fig = plt.figure(figsize=(8, max(2.5, 0.3 * len(t) + 1.2)))
-    plt.close(fig)
-    ax = fig.add_subplot(111)
-    if not len(t):
-        ax.text(0.5, 0.5, "no row has both itself and its parent finished", ha="center", va="center")
-        ax.axis("off")
-        return fig
-    y = np.arange(len(t))[::-1]
-    colours = t["verdict"].map({"better": "#009e73", "worse": "#d55e00"}).fillna("#777777")
-    ax.errorbar(t["delta_pp"], y, xerr=[t["delta_pp"] - t["ci_low_pp"], t["ci_high_pp"] - t["delta_pp"]],
-                fmt="none", ecolor="#999", capsize=3)
-    ax.scatter(t["delta_pp"], y, c=colours, zorder=3)
-    ax.axvline(0, color="#333", lw=1)
-    ax.set_yticks(y, [f"{c} vs {p}" for c, p in zip(t["id"], t["parent"])])
-    ax.set_xlabel("test accuracy change against the parent row (percentage points, 95 % interval)")
-    ax.set_title(forest_title(t["data"]))
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def forest_title(kinds: pd.Series) -> str:
-    """Return the forest plot's title: a pipeline check when every comparison has a synthetic side."""
-    if len(kinds) and (kinds == stats.SYNTHETIC).all():
-        return ("Pipeline check on synthetic data: no verdicts\n"
-                "(test accuracy change against the parent, 95 % interval)")
-    title = "Which changes are distinguishable from noise? (green better, red worse, grey cannot tell)"
-    if (kinds != stats.REAL).any():
-        title += "\ngrey also: rows on synthetic or unrecorded data, no verdict"
-    return title
-
-
-def claims_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
-    """Return the reports' conclusions and whether our runs (real data only) support them, refute them or cannot tell."""
-    t = stats.claims_table(study.results, study.predictions) if len(study.results) else pd.DataFrame()
-    if not len(t):
-        return t
-    scale = scales(study)
-    t["scale"] = [pair_scale(scale, c, p) if v != "not run" else ""
-                  for c, p, v in zip(t["child"], t["parent"], t["verdict"])]
-    t = t[["report", "claim", "child", "parent", "expected", "delta", "p_value", "verdict", "scale"]].rename(
-        columns={"delta": "Δ test (pp) [95% CI]", "p_value": "McNemar p", "expected": "the report says"})
-    return (t.style.hide(axis="index").format({"McNemar p": "{:.3g}"}, na_rep="—")
-            .map(_verdict_style, subset=["verdict"]).set_caption(SCALE_NOTE)
-            .set_properties(subset=["claim"], **{"text-align": "left", "max-width": "28em"}))
-
-
-def findings_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
-    """Return the study's headline findings (stats.FINDINGS) with their deciding comparison and verdict."""
-    t = stats.findings_table(study.results, study.predictions) if len(study.results) else pd.DataFrame()
-    if not len(t):
-        return t
-    t = t[["finding", "evidence", "p_value", "verdict"]].rename(columns={"p_value": "McNemar / binomial p"})
-    return (t.style.hide(axis="index").format({"McNemar / binomial p": "{:.3g}"}, na_rep="—")
-            .map(_verdict_style, subset=["verdict"])
-            .set_properties(subset=["finding", "evidence"], **{"text-align": "left"}))
-
-
-def claims_overview(study: Study) -> str:
-    """Return a Markdown count of the claims' verdicts, and why there are none where runs used synthetic data."""
-    if not len(study.results):
-        return ""
-    t = stats.claims_table(study.results, study.predictions)
-    counts = t["verdict"].value_counts()
-    order = ["supported", "refuted", "cannot tell", *stats.NO_VERDICT.values(), "not run"]
-    parts = [f"**{counts[v]}** {v}" for v in order if counts.get(v, 0)]
-    line = "Claims: " + ", ".join(parts) + "."
-    if (t["data"] == stats.SYNTHETIC).any():
-        line += (" A claim about CNNs on food can only be judged on food photos: where a side ran on the "
-                 "synthetic dataset, the comparison below is a pipeline check (its statistics show that it is "
-                 "computed end to end) and gets no verdict.")
-    return line
