@@ -14,6 +14,7 @@ from PIL import Image
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO = Path(__file__).resolve().parents[1]
+GUARD_S = 300  # papermill's per-cell limit: a stalled kernel reply fails the test instead of hanging it
 
 
 def write_food101(root: Path, classes: list[str], n_train: int, n_test: int, size=(40, 30), seed: int = 0,
@@ -49,6 +50,18 @@ def verdict_cells(html: str) -> list[str]:
     for table, col in re.findall(r'id="(T_\w+?)_level0_col(\d+)"[^>]*>verdict</th>', html):
         cells += re.findall(rf'id="{table}_row\d+_col{col}"[^>]*>([^<]*)</td>', html)
     return [c.strip() for c in cells]
+
+
+def image_axes(fig) -> int:
+    """Return how many visible axes of a matplotlib figure show an image."""
+    return sum(1 for ax in fig.axes if ax.get_visible() and ax.images)
+
+
+def png_outputs(notebook: Path) -> int:
+    """Return how many PNG outputs the code cells of an executed notebook hold."""
+    nb = json.loads(notebook.read_text())
+    return sum("image/png" in out.get("data", {}) for c in nb["cells"] if c["cell_type"] == "code"
+               for out in c["outputs"])
 
 
 @pytest.fixture(scope="session")
@@ -129,3 +142,21 @@ def browser():
         chrome = pw.chromium.launch(executable_path=exe, args=args)
         yield chrome
         chrome.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tiny_synth, tmp_path_factory) -> dict:
+    """Two finished one-epoch runs on the tiny dataset: the baseline at 20 px and a head-only ResNet18 at 32 px."""
+    from foodcnn.core import params, runs
+    from foodcnn.engine import train
+
+    tmp = tmp_path_factory.mktemp("insight")
+    base = dict(data_root=str(tiny_synth), num_classes=4, epochs=1, batch_size=16, progress=False, pretrained="none",
+                runs_dir=str(tmp / "runs"), cache_dir=str(tmp / "cache"))  # as tiny_params
+    out = {}
+    for rid, kw in {"t_base": dict(model="baseline", image_size=20),
+                    "t_resnet": dict(model="resnet18", image_size=32, freeze="head")}.items():
+        p = params.from_mapping({**base, "id": rid, **kw}, source="<test>")
+        train.run(p)
+        out[rid] = runs.open_run(runs.run_dir(p))
+    return out

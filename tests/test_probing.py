@@ -52,6 +52,25 @@ def test_feature_layers_tiny_cnn():
     assert explicit == {"3": model[3]}
 
 
+def test_feature_layers_of_the_study_cnns_and_efficientnet():
+    # VGG and ResNet are covered above; here the study's own small CNNs and EfficientNet-Lite0
+    custom_b = models.build("custom_b", num_classes=4)
+    assert [k.split(" (")[1] for k in probing.feature_layers(custom_b)] == [
+        "features.conv1.conv)", "features.conv4.conv)", "features.conv6.conv)"]
+    effnet = models.build("efficientnet_lite0", num_classes=4, pretrained="none")
+    labels = list(probing.feature_layers(effnet))
+    assert labels[0].endswith("(conv_stem)") and labels[-1].endswith("(conv_head)")
+
+
+def test_cam_layer_is_the_last_conv_with_a_map_of_at_least_4x4(resnet18):
+    # at 20 px (baseline) and 32 px (ResNet18) the last conv is 1x1: Grad-CAM moves to the last map of >= 4x4
+    assert probing.cam_layer(models.build("baseline", num_classes=4), 20) == "features.conv3.conv"
+    assert probing.cam_layer(resnet18, 32) == "layer2.1.conv2"
+    assert probing.cam_layer(resnet18, 224) == "layer4.1.conv2"  # 7x7 at 224 px: the paper's choice
+    assert probing.cam_layer(resnet18, 32, min_side=64) == "layer4.1.conv2"  # no map that large: the last conv
+    assert no_hooks(resnet18)
+
+
 def test_capture_feature_maps_every_family(resnet18, vgg16_bn):
     cases = [
         (tiny_cnn(), 20, [(8, 18, 18), (16, 16, 16), (16, 7, 7)]),

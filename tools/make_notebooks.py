@@ -28,7 +28,7 @@ def params_cell() -> str:
 
 EXPERIMENT_SETUP = """\
 %matplotlib inline
-from foodcnn.core import params, probing, runs, viz
+from foodcnn.core import params, probing, runs, viz, viz_inside
 from foodcnn.engine import train
 from foodcnn.views import report as tables  # not `report`: that name is a parameter (the row's report: A, B or X)
 
@@ -47,7 +47,8 @@ EXPERIMENT_BODY = [
     new_code_cell("tables.beside_published(result)"),
     new_markdown_cell("## What the first layer learned\n\nEach first-layer filter shifted to be non-negative and "
                       "divided by its maximum, shown as an RGB tile (SPEC §5)."),
-    new_code_cell("model = run.model()\nviz.filter_grid(probing.first_conv(model).weight, title=f\"{p.id}: first conv filters\")"),
+    new_code_cell("model = run.model()\n"
+                  "viz_inside.filter_grid(probing.first_conv(model).weight, title=f\"{p.id}: first conv filters\")"),
 ]
 
 KINDS = {

@@ -27,9 +27,9 @@ def visualise() -> None:
             "the same test images through several models at the end."),
         parameters('run_dir = ""\ncompare_dirs = []\nmax_images = 8'),
         new_code_cell("%matplotlib inline\nfrom IPython.display import Markdown, display\n"
-                      "from foodcnn.views import insight, report\n\n"
-                      "run = insight.open_run(run_dir)\n"
-                      "display(Markdown(insight.describe(run)))\n"
+                      "from foodcnn.views import insight, report, runview\n\n"
+                      "run = runview.open_run(run_dir)\n"
+                      "display(Markdown(runview.describe(run)))\n"
                       "report.run_card(run.result)"),
         new_markdown_cell("## Learning curves\n\nTrain (blue) and validation (orange) loss and accuracy per epoch. "
                           "The dashed line marks the best epoch (lowest validation loss): every figure below uses "
@@ -68,7 +68,7 @@ def visualise() -> None:
                           "`compare_dirs`: one row per model, each cell its Grad-CAM and its prediction (✗ and red "
                           "when wrong), the true classes above. Nothing is drawn when `compare_dirs` is empty."),
         new_code_cell("if compare_dirs:\n"
-                      "    compared = insight.open_runs([run_dir, *compare_dirs])\n"
+                      "    compared = runview.open_runs([run_dir, *compare_dirs])\n"
                       "    display(insight.side_by_side(compared, n_images=max_images))"),
     ])
 
@@ -85,8 +85,8 @@ def explore() -> None:
             "Open this notebook in JupyterLab (`make lab`) and run all cells: the controls need a live kernel. "
             "`runs_dir`/`profile` choose which runs are listed; `run_dir` puts one run first."),
         parameters('runs_dir = "runs"\nprofile = "demo"\nrun_dir = ""'),
-        new_code_cell("%matplotlib inline\nfrom foodcnn.views import insight\n\n"
-                      "explorer = insight.Explorer(insight.finished_runs(runs_dir, profile, run_dir))\n"
+        new_code_cell("%matplotlib inline\nfrom foodcnn.views import explore\n\n"
+                      "explorer = explore.Explorer(explore.finished_runs(runs_dir, profile, run_dir))\n"
                       "explorer.widget"),
         new_markdown_cell("## The first selection, as a plain figure\n\nExported pages (HTML, PDF) cannot run the "
                           "controls above, so here is the explorer's first selection drawn once."),

@@ -1,4 +1,4 @@
-"""Looking inside a model: its conv layers, their outputs captured with forward hooks, and Grad-CAM."""
+"""Looking inside a model: its conv layers, their outputs captured with forward hooks, Grad-CAM and where to take it."""
 
 from __future__ import annotations
 
@@ -11,10 +11,17 @@ from torch import Tensor, nn
 
 from .models import conv_layers
 
+# Grad-CAM needs a map that can say "where": at the demo profile's small inputs the last conv layer of
+# several models is 1x1 or 2x2, so the target is the last conv layer with at least this many rows and
+# columns (at 224 px that is the last conv layer of every model, as in the Grad-CAM paper).
+MIN_CAM_SIDE = 4
 
-def _device(model: nn.Module) -> torch.device:
+
+def _batch_of_one(model: nn.Module, image: Tensor) -> Tensor:
+    """Return a (3, H, W) image (or the first of a batch) as a batch of one on the model's device."""
     param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
+    device = param.device if param is not None else torch.device("cpu")
+    return (image.unsqueeze(0) if image.ndim == 3 else image[:1]).to(device)
 
 
 def first_conv(model: nn.Module) -> nn.Conv2d:
@@ -52,7 +59,7 @@ def capture_feature_maps(
 
         return hook
 
-    batch = (image.unsqueeze(0) if image.ndim == 3 else image[:1]).to(_device(model))
+    batch = _batch_of_one(model, image)
     was_training = model.training
     handles = []
     try:
@@ -65,6 +72,14 @@ def capture_feature_maps(
             handle.remove()
         model.train(was_training)
     return {label: maps[label] for label in layers}
+
+
+def cam_layer(model: nn.Module, image_size: int, min_side: int = MIN_CAM_SIDE) -> str:
+    """Return the Grad-CAM target: the last conv layer with a map of min_side x min_side or more, else the last."""
+    convs = dict(conv_layers(model))
+    shapes = capture_feature_maps(model, torch.zeros(3, image_size, image_size), convs)
+    wide = [name for name in convs if min(shapes[name].shape[-2:]) >= min_side]
+    return wide[-1] if wide else list(convs)[-1]
 
 
 def grad_cam(
@@ -92,7 +107,7 @@ def grad_cam(
         captured["act"] = act
         return act.clone()
 
-    batch = (image.unsqueeze(0) if image.ndim == 3 else image[:1]).to(_device(model))
+    batch = _batch_of_one(model, image)
     was_training = model.training
     handle = target_layer.register_forward_hook(hook)
     try:
