@@ -112,6 +112,23 @@ def test_figures_of_a_study_without_runs_say_so(tmp_path):
     assert figures.curve_figures(study) == []
 
 
+def test_a_study_without_finished_runs_still_renders_every_table(tmp_path):
+    # a batch whose every row failed still gets its report (it lists the failures): no table may crash on it
+    from foodcnn.views import insight, significance
+
+    study = report.collect(tmp_path / "runs", "demo", ROOT / "params")
+    for r in ("A", "B", "X"):
+        df = report.table(study, r)
+        assert list(df.columns) == report.TABLE_COLUMNS and df.empty
+        report.styled(df).to_html()
+    for make in (significance.seed_table, significance.ablation_table, significance.claims_table,
+                 significance.findings_table, report.cost_table):
+        make(study)
+    report.banner(study), report.problems(study)
+    assert report.overview(study).startswith("No finished runs under profile `demo` yet")
+    assert not insight.representative_runs(study)
+
+
 def test_scale_text_shows_a_range_of_epochs_over_seeds():
     assert report.scale_text(400, 64, [3, 5, 4], 12) == "400/class · 64 px · 3–5/12 ep"
     assert report.scale_text(None, 64, [], None) == "?/class · 64 px · ?/? ep"

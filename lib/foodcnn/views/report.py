@@ -34,7 +34,7 @@ PUBLISHED_SCALE = {"per_class": 750, "image_size": 224, "epochs": 25}
 def load_published(params_dir: str | Path = "params") -> pd.DataFrame:
     """Return the reports' published figures (percent), indexed by experiment id."""
     path = Path(params_dir) / PUBLISHED
-    with path.open() as f:
+    with path.open(encoding="utf-8-sig", newline="") as f:  # the project's file, whatever the locale
         rows = list(csv.DictReader(f))
     df = pd.DataFrame(rows).set_index("id")
     for col in ("train_acc", "val_acc", "test_acc", "test_loss"):
@@ -175,9 +175,15 @@ def chance_text(p: float, at_chance: bool) -> str:
     return f"⚠ at chance (p {p:.2g})" if at_chance else "above"
 
 
+TABLE_COLUMNS = ["id", "change", "train %", "val %", "test %", "test ± sd", "vs chance", "test loss", "published train %",
+                 "published val %", "published test %", "published test loss", "seeds", "scale", "weights", "Δ test (pp)"]
+
+
 def table(study: Study, report: str) -> pd.DataFrame:
     """Return one report's table: change, our train/val/test accuracy (mean over seeds) and test loss beside theirs."""
-    df = study.results[study.results["report"] == report] if len(study.results) else study.results
+    if not len(study.results):
+        return pd.DataFrame(columns=TABLE_COLUMNS)
+    df = study.results[study.results["report"] == report]
     out = []
     scale = scales(study)
     chance = stats.chance_table(df).set_index("id") if len(df) else pd.DataFrame()
@@ -197,7 +203,7 @@ def table(study: Study, report: str) -> pd.DataFrame:
         }
         row["Δ test (pp)"] = row["test %"] - row["published test %"]
         out.append(row)
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, columns=TABLE_COLUMNS)
 
 
 def _pm(values: pd.Series) -> str:
