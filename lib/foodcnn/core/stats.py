@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
 
 from . import synth
 
@@ -96,6 +95,8 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemarResult:
     if n == 0:
         return McNemarResult(b, c, 0.0, 1.0)
     statistic = max(abs(b - c) - 1, 0) ** 2 / n
+    from scipy.stats import binomtest  # here: importing scipy.stats at the top would slow every training notebook's start
+
     p = binomtest(min(b, c), n, 0.5).pvalue  # exact, two-sided: 2 P(X <= min(b, c)), at most 1
     return McNemarResult(b, c, float(statistic), float(p))
 
@@ -104,6 +105,8 @@ def above_chance_p(correct: int, n: int, num_classes: int) -> float:
     """Return the exact one-sided binomial p of `correct` right out of n when guessing gets 1/num_classes right."""
     if n <= 0 or num_classes < 1:
         return float("nan")
+    from scipy.stats import binomtest  # here: importing scipy.stats at the top would slow every training notebook's start
+
     return float(binomtest(int(correct), int(n), 1.0 / num_classes, alternative="greater").pvalue)
 
 

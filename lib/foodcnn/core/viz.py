@@ -15,7 +15,6 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -169,6 +168,8 @@ def curves_grid(runs: dict[str, pd.DataFrame], ncols: int = 3, title: str = "") 
 
 def confusion_figure(cm: np.ndarray, class_names: Sequence[str], title: str = "Confusion matrix") -> Figure:
     """Return a heatmap of a row-normalised confusion matrix, cells annotated in percent."""
+    import seaborn as sns  # here, not at the top: every training notebook imports viz, few draw a heatmap
+
     n = len(class_names)
     size = max(5.0, 0.48 * n + 2.5)
     fig = new_figure(size + 1.0, size)
