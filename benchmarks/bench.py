@@ -12,8 +12,8 @@ with the default malloc, as they ran it; ours runs in the other with the library
 (lib/foodcnn/core/allocator.py, process-wide and not undoable). They alternate and never run at the same
 time. Warm-up steps (worker start-up, first oneDNN/cuDNN calls, the heap growing to its working size)
 are not timed. "ours" is the library's own code: data.decode (the uint8 cache) -> data.batches ->
-transforms.normalise -> model, driven by train.train_one_epoch; the frozen-backbone rows use
-whole train.run calls (features.features + train.FeatureStream, head-only checkpoints). The source JPEGs
+transforms.normalise -> model, driven by epochs.train_one_epoch; the frozen-backbone rows use
+whole train.run calls (features.features + streams.FeatureStream, head-only checkpoints). The source JPEGs
 are synthetic at Food-101's resolution (longest side 512 px, --source-side). No figure is asserted:
 timings depend on the machine and its load.
 Measuring tools live in measure.py, the GPU run in gpu.py.
@@ -37,7 +37,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from foodcnn.core import allocator, data, models, transforms  # noqa: E402
-from foodcnn.engine import features, train
+from foodcnn.engine import features, streams
 from gpu import FAMILIES, catalogue, run_cuda  # noqa: E402
 from measure import (FOOD101_SIDE, FROZEN_ROWS, PAPER_SIZE, REPO, Setup, demo_params,  # noqa: E402
                      describe_machine, geomean, helpers, make_setup,
@@ -179,7 +179,7 @@ def patch_rows(s: Setup, names: list[str], plan: Plan) -> list[list[Any]]:
     w, k = plan.demo_steps
     for name in names:
         size, batch = s.demo.replace(model=name).resolved_image_size, s.demo.batch_size
-        other = not train.channels_last_pays(name, s.device, size)  # the memory format the library does not use
+        other = not streams.channels_last_pays(name, s.device, size)  # the memory format the library does not use
         s.split(size)
         with helpers(s, reference=False) as (_, op):
             base = op.call("measure_ours", name, size, batch, w, k)

@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from foodcnn.core import checkpoints, models, params
-from foodcnn.engine import features, train
+from foodcnn.core import checkpoints, models, params, smallcnn
+from foodcnn.engine import epochs, features
+from foodcnn.orchestration import batch as batch_runner
 from schedule import projection
 from measure import (PAPER_SIZE, REPO, make_setup, describe_machine, measure_eval, measure_features, measure_ours,
                      measure_reference, measure_wide, pct, table)
@@ -30,46 +31,6 @@ from measure import (PAPER_SIZE, REPO, make_setup, describe_machine, measure_eva
 FAMILIES = [n for n in models.in_order() if n != "vgg16"]  # vgg16_bn times both VGGs
 
 
-# SPEC §4, one row per params file: (id, model, freeze, augment, model knobs). Used when params/*.yaml is absent.
-CATALOGUE = [
-    ("a_baseline", "baseline", "none", "none", {}),
-    ("a_new_ini", "baseline", "none", "none", {"init": "normal"}),
-    ("a_new_p_0.4", "baseline", "none", "none", {"dropout": 0.4}),
-    ("a_new_p_0.6", "baseline", "none", "none", {"dropout": 0.6}),
-    ("a_i_lr", "baseline", "none", "none", {}),
-    ("a_d_lr", "baseline", "none", "none", {}),
-    ("a_new_arc", "custom_a", "none", "none", {}),
-    ("a_ron_flip", "baseline", "none", "hflip", {}),
-    ("a_custom", "custom_a", "none", "hflip", {}),
-    ("a_vgg16", "vgg16", "head", "none", {}),
-    ("a_vgg16_3x", "vgg16", "every_nth:3", "none", {}),
-    ("a_vgg16_new_lr", "vgg16", "head", "none", {}),
-    ("a_resnet18", "resnet18", "head", "none", {}),
-    ("a_resnet18_10x", "resnet18", "every_nth:10", "none", {}),
-    ("a_resnet18_ron_flip", "resnet18", "head", "hflip", {}),
-    ("b_baseline", "baseline", "none", "none", {}),
-    ("b_custom1", "baseline", "none", "none", {"extra_convs": 2, "extra_convs_after": "conv3"}),
-    ("b_custom2", "baseline", "none", "none", {"activation": "silu"}),
-    ("b_custom3", "baseline", "none", "none", {"extra_pool_after": "conv2"}),
-    ("b_custom4", "baseline", "none", "none", {}),
-    ("b_custom5", "custom_b", "none", "none", {}),
-    ("b_custom6", "custom_b", "none", "none", {"activation": "silu"}),
-    ("b_custom7", "custom_b", "none", "none", {}),
-    ("b_resnet_stock", "resnet18", "head", "none", {}),
-    ("b_resnet1", "resnet18", "none", "none", {}),
-    ("b_resnet2", "resnet18", "none", "none", {}),
-    ("b_resnet3", "resnet18", "head", "none", {}),
-    ("b_resnet4", "resnet18", "conv1", "none", {}),
-    ("b_resnet5", "resnet18", "conv1", "wide", {}),
-    ("b_resnet6", "resnet18", "none", "wide", {}),
-    ("b_vgg_stock", "vgg16_bn", "head", "none", {}),
-    ("b_vgg1", "vgg16_bn", "none", "none", {}),
-    ("b_vgg2", "vgg16_bn", "none", "none", {}),
-    ("b_vgg3", "vgg16_bn", "conv1", "none", {}),
-    ("b_vgg4", "vgg16_bn", "none", "wide", {}),
-    ("b_vgg5", "vgg16_bn", "none", "wide", {}),
-    ("b_vgg6", "vgg16_bn", "conv1", "wide", {}),
-]
 # SPEC §1/§3: 750 train images per class (20 % of them validation), 250 test, 20 classes, up to 25 epochs.
 PAPER_COUNTS = {"train": 20 * 600, "val": 20 * 150, "test": 20 * 250}
 KNOB_KEYS = ("activation", "dropout", "init", "extra_convs", "extra_convs_after", "extra_pool_after")
@@ -89,18 +50,15 @@ class Row:
 
 
 def catalogue(profile: str = "paper") -> tuple[list[Row], str]:
-    """Return the catalogue rows under a profile: from params/*.yaml when present, else SPEC §4's 37 rows."""
-    files = sorted((REPO / "params").glob("*.yaml"))
-    if not files:
-        return [Row(i, m, f, a, k) for i, m, f, a, k in CATALOGUE], "SPEC §4 (37 rows; no params/*.yaml yet)"
-    prof = REPO / "params" / "profiles" / f"{profile}.yaml"
+    """Return the catalogue rows (params/*.yaml) resolved under a profile (params/profiles/), and where they came from."""
+    files = batch_runner.catalogue(REPO / "params")
     rows = []
-    for path in files:
-        p = params.load(path, profile=str(prof) if prof.is_file() else None)
+    for path in files.values():
+        p = params.load(path, profile=profile)
         knobs = {k: getattr(p, k) for k in KNOB_KEYS}
         rows.append(Row(p.id, p.model, p.freeze, p.augment, knobs, p.epochs, p.batch_size, p.resolved_image_size,
                         len(p.seeds)))
-    return rows, f"{len(files)} files in params/" + (f" + profiles/{profile}.yaml" if prof.is_file() else "")
+    return rows, f"{len(files)} files in params/ + profiles/{profile}.yaml"
 
 
 def cached(r: Row) -> bool:
@@ -113,8 +71,8 @@ def smallest_size(r: Row) -> int:
     if models.family(r.model) != "small":
         return 32
     k = r.knobs
-    return models.min_input_size(models.apply_knobs(models.SMALL_SPECS[r.model], k.get("extra_convs", 0),
-                                                    k.get("extra_convs_after", "conv3"), k.get("extra_pool_after")))
+    return smallcnn.min_input_size(smallcnn.apply_knobs(smallcnn.SMALL_SPECS[r.model], k.get("extra_convs", 0),
+                                                        k.get("extra_convs_after", "conv3"), k.get("extra_pool_after")))
 
 
 def knob_key(knobs: dict) -> str:
@@ -211,7 +169,7 @@ def measure_checkpoint(name: str, device: torch.device, knobs: dict | None = Non
     """Return the seconds of one last.pt write (weights and Adam state, fsynced) of a model trained in full."""
     kw = dict(pretrained="none", freeze="none") if models.family(name) == "pretrained" else {}
     model = models.build(name, **kw, **(knobs or {})).to(device)
-    opt = train.make_optimizer(model, 1e-3, device)
+    opt = epochs.make_optimizer(model, 1e-3, device)
     for q in model.parameters():
         q.grad = torch.zeros_like(q)
     opt.step()  # creates Adam's two moment buffers, as after a training step

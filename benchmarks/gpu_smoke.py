@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "lib"))
 import torch  # noqa: E402
 
 from foodcnn.core import data, models, params, syncs, synth, transforms  # noqa: E402
-from foodcnn.engine import train
+from foodcnn.engine import epochs, streams, train
 
 METRICS = ("train_loss", "val_loss", "test_loss", "test_acc")
 
@@ -94,17 +94,17 @@ def family_checks(s: Smoke) -> None:
 
 
 def sync_check(s: Smoke) -> tuple[bool, str, dict]:
-    """A real training epoch on the device: the host waits for it once (train.train_one_epoch's contract)."""
+    """A real training epoch on the device: the host waits for it once (epochs.train_one_epoch's contract)."""
     size, batch = s.args.size, s.args.batch
     subset = data.load_subset(s.root / "food-101", num_classes=4)
     split = data.decode(subset.train, size, cache_dir=s.work / "cache", progress=False)
     model = models.build("resnet18", num_classes=4, pretrained="none").to(s.device)
     model = model.to(memory_format=torch.channels_last)
-    stream = train.ImageStream(split, model, s.device, batch, transforms.make("wide", size), True)
-    opt = train.make_optimizer(model, 1e-3, s.device)
+    stream = streams.ImageStream(split, model, s.device, batch, transforms.make("wide", size), True)
+    opt = epochs.make_optimizer(model, 1e-3, s.device)
     g = torch.Generator().manual_seed(0)
-    train.train_one_epoch(model, stream, opt, g, s.device, True, False, "warm-up")  # constants, autotuning
-    _, counter = syncs.count(train.train_one_epoch, model, stream, opt, g, s.device, True, False, "counted")
+    epochs.train_one_epoch(model, stream, opt, g, s.device, True, False, "warm-up")  # constants, autotuning
+    _, counter = syncs.count(epochs.train_one_epoch, model, stream, opt, g, s.device, True, False, "counted")
     waits = counter.syncs()
     steps = math.ceil(len(split) / batch)
     expected = 0 if s.device.type == "cpu" else 1  # the loss and accuracy sums read at the end; none on a CPU

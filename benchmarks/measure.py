@@ -20,14 +20,11 @@ import torch
 from torch.utils.data import Subset as IndexSubset
 
 import reference
-from foodcnn.core import data, models, params, synth, transforms
-from foodcnn.engine import features, train
+from foodcnn.core import data, layout, models, params, synth, transforms
+from foodcnn.engine import epochs, features, streams, train
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_SIZE = 224
-# Used when params/profiles/demo.yaml does not exist (SPEC §6: the small CNNs need 16/61/103 px).
-DEMO_FALLBACK = {"image_size": 64, "image_size_by_model": {"baseline": 32, "custom_a": 64, "custom_b": 104},
-                 "epochs": 10, "batch_size": 32}
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,7 +93,7 @@ class PeakMemory:
 
 
 class TimedStream:
-    """Wraps a train.ImageStream/FeatureStream: yields warmup + steps batches and times the steps after warm-up.
+    """Wraps a streams.ImageStream/FeatureStream: yields warmup + steps batches and times the steps after warm-up.
 
     The timed window runs from asking for the first timed batch to the moment the training loop asks
     for the batch after the last one, so it holds every step's data, forward, backward, optimizer and
@@ -236,22 +233,22 @@ def measure_reference_eval(s: Setup, name: str, size: int, batch: int, warmup: i
 
 def measure_ours(s: Setup, name: str, size: int, batch: int, warmup: int, steps: int, freeze: str = "none",
                  channels_last: bool | None = None, amp: bool = False, knobs: dict | None = None) -> dict:
-    """Return images/s, data-wait share and peak memory of foodcnn's training path (train.train_one_epoch).
+    """Return images/s, data-wait share and peak memory of foodcnn's training path (epochs.train_one_epoch).
 
-    Defaults are the library's: memory format by train.channels_last_pays, fused Adam (train.make_optimizer).
+    Defaults are the library's: memory format by streams.channels_last_pays, fused Adam (epochs.make_optimizer).
     """
     if channels_last is None:
-        channels_last = train.channels_last_pays(name, s.device, size)
+        channels_last = streams.channels_last_pays(name, s.device, size)
     split = repeat(s.split(size), (warmup + steps) * batch)
     model = build(name, freeze, s.device, channels_last, **(knobs or {}))
     mem = PeakMemory(s.device)
-    stream = TimedStream(train.ImageStream(split, model, s.device, batch, None, channels_last), warmup, steps, s.device,
+    stream = TimedStream(streams.ImageStream(split, model, s.device, batch, None, channels_last), warmup, steps, s.device,
                          on_timed_start=mem.stop_sampling)
-    opt = train.make_optimizer(model, 1e-3, s.device)
+    opt = epochs.make_optimizer(model, 1e-3, s.device)
     models.set_train_mode(model, True)
     torch.manual_seed(0)
     with mem:
-        train.train_one_epoch(model, stream, opt, torch.Generator().manual_seed(0), s.device, amp, False, "bench")
+        epochs.train_one_epoch(model, stream, opt, torch.Generator().manual_seed(0), s.device, amp, False, "bench")
     return {**stream.result(), "peak_mb": mem.peak_mb, "cuda_peak_mb": mem.cuda_peak_mb}
 
 
@@ -270,12 +267,12 @@ def patched(obj: Any, name: str, value: Any) -> Iterator[None]:
 
 def measure_eval(s: Setup, name: str, size: int, batch: int, warmup: int, steps: int, channels_last: bool = True,
                  amp: bool = False, knobs: dict | None = None) -> dict:
-    """Return images/s of train.evaluate (validation and test passes) over the whole model."""
+    """Return images/s of epochs.evaluate (validation and test passes) over the whole model."""
     split = repeat(s.split(size), (warmup + steps) * batch)
     model = build(name, "none", s.device, channels_last, **(knobs or {}))
-    stream = TimedStream(train.ImageStream(split, model, s.device, batch, None, channels_last), warmup, steps, s.device)
+    stream = TimedStream(streams.ImageStream(split, model, s.device, batch, None, channels_last), warmup, steps, s.device)
     models.set_train_mode(model, False)
-    train.evaluate(model, stream, s.device, amp)
+    epochs.evaluate(model, stream, s.device, amp)
     return stream.result()
 
 
@@ -377,18 +374,15 @@ def pct(x: float) -> str:
 
 
 def demo_params() -> tuple[params.Params, str]:
-    """Return the demo profile's parameters (params/profiles/demo.yaml, or the fallback) and where they came from."""
-    path = REPO / "params" / "profiles" / "demo.yaml"
-    if path.is_file():
-        raw = params.read_yaml(path)
-        return params.from_mapping(raw, source=str(path)), str(path.relative_to(REPO))
-    return params.from_mapping(DEMO_FALLBACK, source="<bench fallback>"), "fallback (no params/profiles/demo.yaml)"
+    """Return the demo profile's parameters (params/profiles/demo.yaml) and the file they came from."""
+    path = params.profile_path("demo", REPO / "params")
+    return params.from_mapping(params.read_yaml(path), source=str(path)), str(path.relative_to(REPO))
 
 
 def paper_epochs() -> int:
-    """Return the paper profile's epochs (params/profiles/paper.yaml; the reports' 25 when it is absent)."""
-    path = REPO / "params" / "profiles" / "paper.yaml"
-    return int(params.read_yaml(path).get("epochs", 25)) if path.is_file() else 25
+    """Return the paper profile's epochs (params/profiles/paper.yaml)."""
+    path = params.profile_path("paper", REPO / "params")
+    return params.from_mapping(params.read_yaml(path), source=str(path)).epochs
 
 
 FOOD101_SIDE = 512  # the longest side of a Food-101 image (SPEC §1)
@@ -417,8 +411,8 @@ def make_setup(device: torch.device, root: str | None, source_side: int | None =
     if not data_root.is_absolute():
         data_root = REPO / data_root
     try:
-        data.find_root(data_root)
-    except data.DatasetError:
+        layout.find_root(data_root)
+    except layout.DatasetError:
         out = data_root.parent if data_root.name == "food-101" else data_root
         if root is None and source_side is not None:
             print(f"generating synthetic images with a longest side of {source_side} px under {out} "

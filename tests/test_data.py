@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import write_food101
-from foodcnn.core import data
+from foodcnn.core import data, images, layout
 
 
 def test_reader_counts_split_and_stratified_validation(tmp_path):
@@ -51,25 +51,25 @@ def test_explicit_classes_and_missing_class(tmp_path):
     write_food101(tmp_path, ["a", "b", "c"], 4, 2)
     sub = data.load_subset(tmp_path, classes=["c", "a"])
     assert sub.classes == ["c", "a"] and {s.label for s in sub.test} == {0, 1}
-    with pytest.raises(data.DatasetError, match="key 'classes': pizza"):
+    with pytest.raises(layout.DatasetError, match="key 'classes': pizza"):
         data.load_subset(tmp_path, classes=["a", "pizza"])
 
 
 def test_missing_or_malformed_root_explains_layout(tmp_path):
-    with pytest.raises(data.DatasetError) as e:
+    with pytest.raises(layout.DatasetError) as e:
         data.load_subset(tmp_path / "nothing")
     assert "does not exist" in str(e.value) and "meta/classes.txt" in str(e.value) and "data synth" in str(e.value)
     (tmp_path / "half" / "meta").mkdir(parents=True)
-    with pytest.raises(data.DatasetError, match="images/"):
+    with pytest.raises(layout.DatasetError, match="images/"):
         data.load_subset(tmp_path / "half")
     base = write_food101(tmp_path / "broken", ["a"], 2, 1)
     (base / "meta" / "train.json").write_text("{not json")
-    with pytest.raises(data.DatasetError, match="not valid JSON"):
+    with pytest.raises(layout.DatasetError, match="not valid JSON"):
         data.load_subset(base, num_classes=1)
 
 
 def _warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "foodcnn.core.data"]
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "foodcnn.core.layout"]
 
 
 def test_meta_quirks_are_read_right_with_one_warning_each(tmp_path, caplog):
@@ -112,7 +112,7 @@ def test_unreadable_meta_is_named_with_its_line_or_key(tmp_path):
     base = write_food101(tmp_path / "a", ["apple_pie", "creme_brulee"], 3, 1)
     snapshot = {f: f.read_bytes() for f in (base / "meta").iterdir()}
     (base / "meta" / "classes.txt").write_bytes("apple_pie\ncrème_brûlée\n".encode("latin-1"))
-    with pytest.raises(data.DatasetError) as e:
+    with pytest.raises(layout.DatasetError) as e:
         data.load_subset(base, num_classes=2)
     assert f"{base / 'meta' / 'classes.txt'}, line 2: not UTF-8" in str(e.value)
     assert "save it again as UTF-8" in str(e.value)
@@ -120,17 +120,17 @@ def test_unreadable_meta_is_named_with_its_line_or_key(tmp_path):
     split = json.loads(snapshot[base / "meta" / "train.json"])
     split["apple_pie"] = split["apple_pie"][0]  # a string where a list belongs
     (base / "meta" / "train.json").write_text(json.dumps(split))
-    with pytest.raises(data.DatasetError) as e:
+    with pytest.raises(layout.DatasetError) as e:
         data.load_subset(base, num_classes=2)
     assert f"{base / 'meta' / 'train.json'}: key 'apple_pie' maps to a str" in str(e.value)
     assert "must be a list of 'class/id' strings" in str(e.value) and "delete it so that train.txt is read" in str(e.value)
     split["apple_pie"] = [split["apple_pie"], 7]
     (base / "meta" / "train.json").write_text(json.dumps(split))
-    with pytest.raises(data.DatasetError, match=r"key 'apple_pie' maps to a list with an item that is not a string \(7\)"):
+    with pytest.raises(layout.DatasetError, match=r"key 'apple_pie' maps to a list with an item that is not a string \(7\)"):
         data.load_subset(base, num_classes=2)
     (base / "meta" / "train.json").unlink()
     (base / "meta" / "train.txt").write_text("apple_pie/1\nno_slash_here\n")
-    with pytest.raises(data.DatasetError, match=r"train.txt, line 2: 'no_slash_here' is not 'class/id'"):
+    with pytest.raises(layout.DatasetError, match=r"train.txt, line 2: 'no_slash_here' is not 'class/id'"):
         data.load_subset(base, num_classes=2)
 
 
@@ -144,17 +144,17 @@ def test_grayscale_cmyk_palette_and_16bit_become_rgb(tmp_path):
     i16 = tmp_path / "i16.jpg"
     Image.fromarray(np.full((20, 30), 65535, dtype=np.uint16)).save(i16, format="PNG")
     for path in (g, c, p, i16):
-        im = data.read_rgb(path)
+        im = images.read_rgb(path)
         assert im.mode == "RGB" and im.size == (30, 20)
-    r, gr, b = data.read_rgb(c).getpixel((5, 5))
+    r, gr, b = images.read_rgb(c).getpixel((5, 5))
     assert r > 200 and gr < 60 and b < 60
-    assert data.read_rgb(i16).getpixel((0, 0)) == (255, 255, 255)
+    assert images.read_rgb(i16).getpixel((0, 0)) == (255, 255, 255)
 
 
 def test_resize_center_is_square_and_keeps_content(tmp_path):
     arr = np.zeros((40, 80, 3), np.uint8)
     arr[:, 20:60] = 255  # a white centre band
-    out = data.resize_center(Image.fromarray(arr), 16)
+    out = images.resize_center(Image.fromarray(arr), 16)
     assert out.shape == (3, 16, 16) and out.dtype == np.uint8
     assert out.mean() > 240  # the centre crop sees the band
 
@@ -167,7 +167,7 @@ def test_decode_cache_hits_and_invalidates(tmp_path):
     assert len(list(cache.glob("*.npy"))) == 1
     again = data.decode(sub.test, 16, cache_dir=cache, progress=False)
     assert isinstance(again.images, np.memmap) and np.array_equal(np.asarray(again.images), first.images)
-    direct = np.stack([data.resize_center(data.read_rgb(s.path), 16) for s in sub.test])
+    direct = np.stack([images.resize_center(images.read_rgb(s.path), 16) for s in sub.test])
     assert np.array_equal(first.images, direct)  # the cache holds the same pixels as the direct path
     data.decode(sub.test, 20, cache_dir=cache, progress=False)  # another size: another entry
     assert len(list(cache.glob("*.npy"))) == 2

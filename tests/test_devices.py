@@ -1,5 +1,5 @@
 """The CUDA paths replayed on PyTorch's meta device: no host/device mix-up, and the host waits for the device
-only where documented (train.train_one_epoch: once per epoch; augmentation: never; evaluation: once per pass)."""
+only where documented (epochs.train_one_epoch: once per epoch; augmentation: never; evaluation: once per pass)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from foodcnn.core import data, devices, models, syncs, transforms
-from foodcnn.engine import features, train
+from foodcnn.engine import epochs, features, streams, train
 
 META = torch.device("meta")
 S = 32
@@ -23,10 +23,10 @@ def split(n: int, size: int = S) -> data.Decoded:
 def epoch_syncs(augment: str, batches: int, batch: int = 4) -> syncs.SyncCounter:
     """Return the counter that watched one training epoch of `batches` steps on the meta device."""
     model = models.build("baseline", num_classes=4).to(META)
-    stream = train.ImageStream(split(batches * batch), model, META, batch, transforms.make(augment, S), False)
-    optimizer = train.make_optimizer(model, 1e-3, META)
+    stream = streams.ImageStream(split(batches * batch), model, META, batch, transforms.make(augment, S), False)
+    optimizer = epochs.make_optimizer(model, 1e-3, META)
     transforms.normalise(torch.zeros(1, 3, 1, 1, dtype=torch.uint8, device=META), *models.input_normalisation(model))
-    _, counter = syncs.count(train.train_one_epoch, model, stream, optimizer, torch.Generator().manual_seed(0), META,
+    _, counter = syncs.count(epochs.train_one_epoch, model, stream, optimizer, torch.Generator().manual_seed(0), META,
                              False, False, "test")
     return counter
 
@@ -53,7 +53,7 @@ def test_sync_counter_sees_what_makes_a_gpu_wait():
 
 def test_feature_stream_with_hflip_stays_on_the_features_device():
     n, dim = 10, 6
-    stream = train.FeatureStream(torch.zeros(n, dim, device=META), torch.zeros(n, dtype=torch.long, device=META), 4,
+    stream = streams.FeatureStream(torch.zeros(n, dim, device=META), torch.zeros(n, dtype=torch.long, device=META), 4,
                                  torch.zeros(n, dim, device=META))
     with syncs.SyncCounter() as c:
         out = list(stream(torch.Generator().manual_seed(0), train=True))
@@ -80,7 +80,7 @@ def test_evaluation_and_feature_extraction_wait_once_per_pass():
     for n in (8, 20):
         model = models.build("baseline", num_classes=4).to(META)
         models.set_train_mode(model, False)
-        ev, counter = syncs.count(train.evaluate, model, train.ImageStream(split(n), model, META, 4, None, False),
+        ev, counter = syncs.count(epochs.evaluate, model, streams.ImageStream(split(n), model, META, 4, None, False),
                                   META, False)
         assert counter.syncs() == [("to host", "_to_copy")] and ev["prob"].shape == (n, 4)
         backbone = models.build("resnet18", num_classes=4, pretrained="none", freeze="head").to(META)

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from foodcnn.core import checkpoints, models, runs
-from foodcnn.engine import features, train
+from foodcnn.engine import epochs, features, train
 
 FROZEN = dict(model="resnet18", freeze="head", image_size=32, epochs=2, lr=1e-2)
 
 
 def killed_in_epoch(epoch: int, p, monkeypatch) -> None:
     """Run p and stand for a kill in the middle of `epoch` (KeyboardInterrupt); later runs train normally."""
-    real, calls = train.train_one_epoch, {"n": 0}
+    real, calls = epochs.train_one_epoch, {"n": 0}
 
     def dies(*a, **kw):
         calls["n"] += 1
@@ -26,7 +26,7 @@ def killed_in_epoch(epoch: int, p, monkeypatch) -> None:
         return real(*a, **kw)
 
     with monkeypatch.context() as m:
-        m.setattr(train, "train_one_epoch", dies)
+        m.setattr(epochs, "train_one_epoch", dies)
         with pytest.raises(KeyboardInterrupt):
             train.run(p)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from foodcnn.core import checkpoints, models, params
+from foodcnn.core import checkpoints, models, params, pretrained, smallcnn
 
 
 def test_baseline_parameter_count_by_hand():
@@ -65,7 +65,7 @@ def test_report_b_customs_are_configurations():
     custom1 = models.build("baseline", extra_convs=2, extra_convs_after="conv3")
     assert list(custom1.features._modules) == ["conv1", "conv2", "conv3", "conv4", "conv5", "pool1", "conv6"]
     custom2 = models.build("baseline", activation="silu")
-    assert all(isinstance(b.act, nn.SiLU) for b in custom2.features if isinstance(b, models.ConvBlock))
+    assert all(isinstance(b.act, nn.SiLU) for b in custom2.features if isinstance(b, smallcnn.ConvBlock))
     assert isinstance(custom2.act, nn.SiLU)
     custom3 = models.build("baseline", extra_pool_after="conv2")
     assert list(custom3.features._modules) == ["conv1", "conv2", "pool1", "conv3", "pool2", "conv4"]
@@ -147,7 +147,7 @@ def test_pretrained_weights_load_from_torch_home(tmp_path, monkeypatch):
 def test_pretrained_required_offline_names_file_and_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.delenv("FOODCNN_ALLOW_DOWNLOAD", raising=False)
-    with pytest.raises(models.WeightsUnavailable) as e:
+    with pytest.raises(pretrained.WeightsUnavailable) as e:
         models.build("vgg16_bn", pretrained="required")
     msg = str(e.value)
     assert "vgg16_bn-6c64b313.pth" in msg and str(tmp_path / "hub" / "checkpoints") in msg
@@ -167,7 +167,7 @@ def test_explicit_weights_path(tmp_path):
     torch.save(ref.state_dict(), tmp_path / "w.pth")
     m = models.build("vgg16", pretrained="required", weights_path=str(tmp_path / "w.pth"))
     assert torch.equal(m.features[0].weight, ref.features[0].weight)
-    with pytest.raises(models.WeightsUnavailable):
+    with pytest.raises(pretrained.WeightsUnavailable):
         models.build("vgg16", pretrained="required", weights_path=str(tmp_path / "missing.pth"))
 
 
@@ -181,7 +181,7 @@ def test_damaged_or_foreign_weights_path_is_refused_with_a_summary(tmp_path):
     torch.save(resized, tmp_path / "resized.pth")
     checkpoints.save(tmp_path / "best.pt", model=resnet, epoch=3)
     torch.save(models.build("baseline").state_dict(), tmp_path / "baseline.pth")
-    with pytest.raises(models.WeightsUnavailable) as e:
+    with pytest.raises(pretrained.WeightsUnavailable) as e:
         models.build("resnet18", pretrained="required", weights_path=str(tmp_path / "baseline.pth"))
     msg = str(e.value)
     assert "does not fit resnet18 (122 of resnet18's 122 tensors missing: conv1.weight, bn1.weight" in msg
@@ -190,7 +190,7 @@ def test_damaged_or_foreign_weights_path_is_refused_with_a_summary(tmp_path):
     for name, expected in (("damaged.pth", "cannot be loaded"), ("resized.pth", "1 of another shape: fc.weight (20, 512) "
                                                                 "in the file, (1000, 512) in resnet18"),
                            ("best.pt", "is a foodcnn run checkpoint")):
-        with pytest.raises(models.WeightsUnavailable, match=re.escape(expected)) as e:
+        with pytest.raises(pretrained.WeightsUnavailable, match=re.escape(expected)) as e:
             models.build("resnet18", pretrained="auto", weights_path=str(tmp_path / name))
         assert "weights_only" not in str(e.value) and "resnet18-f37072fd.pth" in str(e.value)
     assert models.build("resnet18", pretrained="required",
@@ -217,11 +217,11 @@ def test_fetch_puts_weights_where_build_reads_them(tmp_path, monkeypatch):
         torch.save(torchvision.models.resnet18(weights=None).state_dict() if is_resnet else {}, dst)
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
-    files = models.fetch_imagenet_weights()
+    files = pretrained.fetch_imagenet_weights()
     assert sorted(f.name for f in files) == ["resnet18-f37072fd.pth", "vgg16-397923af.pth", "vgg16_bn-6c64b313.pth"]
     assert all(f.parent == tmp_path / "hub" / "checkpoints" and f.is_file() for f in files)
     assert len(urls) == 3
-    models.fetch_imagenet_weights()  # files in the cache are not fetched again
+    pretrained.fetch_imagenet_weights()  # files in the cache are not fetched again
     assert len(urls) == 3
     monkeypatch.delenv("FOODCNN_ALLOW_DOWNLOAD", raising=False)
     assert models.build("resnet18", pretrained="required").weights_source == "ImageNet (resnet18-f37072fd.pth)"
@@ -269,7 +269,7 @@ def test_efficientnet_keeps_its_own_input_normalisation():
     ("resnet18", 32, False), ("resnet18", 64, False), ("resnet18", 96, True), ("resnet18", 224, True),
 ])
 def test_channels_last_where_it_pays_on_cpu(name, size, expected):
-    from foodcnn.engine import train
+    from foodcnn.engine import streams
 
-    assert train.channels_last_pays(name, torch.device("cpu"), size) is expected
-    assert train.channels_last_pays(name, torch.device("cuda"), size)  # tensor cores: always
+    assert streams.channels_last_pays(name, torch.device("cpu"), size) is expected
+    assert streams.channels_last_pays(name, torch.device("cuda"), size)  # tensor cores: always

@@ -113,9 +113,9 @@ import os, sys, time
 from pathlib import Path
 from foodcnn.orchestration import cli
 from foodcnn.core import checkpoints
-from foodcnn.engine import train
+from foodcnn.engine import epochs
 
-now, calls, real = [0.0], [0], train.train_one_epoch
+now, calls, real = [0.0], [0], epochs.train_one_epoch
 
 def epoch(*a, **kw):
     calls[0] += 1
@@ -127,7 +127,7 @@ def epoch(*a, **kw):
     now[0] += 100.0
     return out
 
-train.train_one_epoch = epoch
+epochs.train_one_epoch = epoch
 checkpoints.Keeper.clock = staticmethod(lambda: now[0])
 sys.exit(cli.main(sys.argv[1:]))
 """

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from conftest import REPO
-from foodcnn.core import data, models, params, transforms
-from foodcnn.engine import train
+from foodcnn.core import data, images, models, params, transforms
+from foodcnn.engine import streams
 
 
 def _load(name: str):
@@ -45,7 +45,7 @@ def _torchvision_geometry(w: int, h: int, size: int) -> tuple[tuple[int, int], t
 
 
 def _foodcnn_geometry(w: int, h: int, size: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Return data.resize_center's resized size (long side rounded) and crop offsets (floored)."""
+    """Return images.resize_center's resized size (long side rounded) and crop offsets (floored)."""
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
     return (nw, nh), ((nw - size) // 2, (nh - size) // 2)
@@ -54,7 +54,7 @@ def _foodcnn_geometry(w: int, h: int, size: int) -> tuple[tuple[int, int], tuple
 @pytest.mark.parametrize("size", [20, 32])
 def test_cache_returns_the_pixels_of_the_direct_pil_path(subset, tmp_path, size):
     samples = subset.train[:24]
-    direct = np.stack([data.load_resized(s.path, size) for s in samples])
+    direct = np.stack([images.load_resized(s.path, size) for s in samples])
     cold = data.decode(samples, size, cache_dir=tmp_path, progress=False)
     warm = data.decode(samples, size, cache_dir=tmp_path, progress=False)  # read back from the .npy
     assert isinstance(warm.images, np.memmap)
@@ -78,8 +78,8 @@ def test_cache_matches_torchvision_resize_centercrop(subset, size, reference):
     tv = T.Compose([T.Resize(size), T.CenterCrop(size), T.PILToTensor()])
     same_geometry, diffs = 0, []
     for s in subset.train[:24] + subset.test[:8]:
-        im = data.read_rgb(s.path)
-        ours = data.resize_center(im, size).astype(np.int16)
+        im = images.read_rgb(s.path)
+        ours = images.resize_center(im, size).astype(np.int16)
         theirs = tv(im).numpy().astype(np.int16)
         assert ours.shape == theirs.shape == (3, size, size)
         if _torchvision_geometry(*im.size, size) == _foodcnn_geometry(*im.size, size):
@@ -89,13 +89,13 @@ def test_cache_matches_torchvision_resize_centercrop(subset, size, reference):
     assert same_geometry >= 5  # the comparison above did happen
     assert np.mean(diffs) < 4.0 and np.max(diffs) < 16.0
     # after normalisation both paths give the model the same input, up to the same rounding
-    im = data.read_rgb(subset.train[0].path)
+    im = images.read_rgb(subset.train[0].path)
     ref_x = reference.make_transform(size)(im)
-    our_x = transforms.normalise(torch.from_numpy(data.resize_center(im, size))[None], models.IMAGENET_MEAN,
+    our_x = transforms.normalise(torch.from_numpy(images.resize_center(im, size))[None], models.IMAGENET_MEAN,
                                  models.IMAGENET_STD)[0]
     assert ref_x.shape == our_x.shape
     assert (ref_x - our_x).abs().mean() < 0.1  # ~4 levels of 255 over std 0.225
-    exact = reference.make_transform(size)(Image.fromarray(data.resize_center(im, size).transpose(1, 2, 0)))
+    exact = reference.make_transform(size)(Image.fromarray(images.resize_center(im, size).transpose(1, 2, 0)))
     assert torch.allclose(exact, our_x, atol=1e-5)  # the normalisations agree exactly
 
 
@@ -126,7 +126,7 @@ def test_bench_helpers_run_the_library_path(subset, tmp_path):
     assert feats["dim"] == 512 and feats["images_per_s"] > 0
     run = bench.measure_frozen_run(setup, "resnet18", epochs=1)  # a_resnet18 through train.run, twice
     assert run["cold_from_disk"] == [] and run["warm_from_disk"] == ["train", "val", "test"]
-    assert isinstance(train.head_of(models.build("resnet18", pretrained="none", freeze="head")), torch.nn.Linear)
+    assert isinstance(streams.head_of(models.build("resnet18", pretrained="none", freeze="head")), torch.nn.Linear)
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
@@ -141,15 +141,15 @@ def test_reduced_scale_jpeg_decode_keeps_the_full_decodes_geometry_and_pixels(tm
         im.draft(im.mode, (2 * 24, 2 * 24))
         assert im.size[0] < 512  # libjpeg does reduce this one, so the comparison below tests the reduced path
     for size in (24, 40):
-        exact = data.resize_center(data.read_rgb(path), size).astype(np.int16)
-        fast = data.load_resized(path, size).astype(np.int16)
+        exact = images.resize_center(images.read_rgb(path), size).astype(np.int16)
+        fast = images.load_resized(path, size).astype(np.int16)
         assert fast.shape == exact.shape == (3, size, size)
         assert np.abs(fast - exact).mean() < 3.0
         # the centre crop is the same window: shifting the fast one by a pixel makes it worse, not better
         assert np.abs(fast - exact).mean() <= np.abs(fast[:, :, 1:] - exact[:, :, :-1]).mean()
     png = tmp_path / "big.png"  # not a JPEG: decoded in full, exactly as before
     full.convert("RGB").save(png)
-    assert np.array_equal(data.load_resized(png, 24), data.resize_center(data.read_rgb(png), 24))
+    assert np.array_equal(images.load_resized(png, 24), images.resize_center(images.read_rgb(png), 24))
 
 
 def test_bench_helper_processes_measure_with_and_without_the_library_malloc(subset, tmp_path, monkeypatch):

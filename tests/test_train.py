@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from foodcnn.core import checkpoints, runs
-from foodcnn.engine import train
+from foodcnn.engine import epochs, train
 
 
 def test_tiny_run_lowers_loss_and_writes_run_directory(tiny_params):
@@ -39,7 +39,7 @@ def test_tiny_run_lowers_loss_and_writes_run_directory(tiny_params):
 
 
 def test_early_stopping_stops_and_keeps_best_epoch(tiny_params, monkeypatch):
-    real = train.evaluate
+    real = epochs.evaluate
     val_losses = iter([1.0, 0.8, 0.9, 1.1, 1.2, 1.3, 1.4, 1.5])
 
     def fake_evaluate(net, stream, device, amp):
@@ -48,13 +48,13 @@ def test_early_stopping_stops_and_keeps_best_epoch(tiny_params, monkeypatch):
             out["loss"] = next(val_losses)
         return out
 
-    monkeypatch.setattr(train, "evaluate", fake_evaluate)
+    monkeypatch.setattr(epochs, "evaluate", fake_evaluate)
     result = train.run(tiny_params(epochs=8, patience=2))
     assert result["best_epoch"] == 2 and result["epochs_run"] == 4 and result["stopped_early"]
 
 
 def test_divergence_stops_with_status_and_keeps_best(tiny_params, monkeypatch):
-    real = train.F.cross_entropy
+    real = epochs.F.cross_entropy
     calls = {"n": 0}
 
     def nan_after_a_while(logits, y, **kw):
@@ -62,7 +62,7 @@ def test_divergence_stops_with_status_and_keeps_best(tiny_params, monkeypatch):
         loss = real(logits, y, **kw)
         return loss * float("nan") if calls["n"] > 12 and kw.get("reduction") is None else loss
 
-    monkeypatch.setattr(train.F, "cross_entropy", nan_after_a_while)
+    monkeypatch.setattr(epochs.F, "cross_entropy", nan_after_a_while)
     p = tiny_params(epochs=5)
     result = train.run(p)
     assert result["status"] == "diverged" and result["diverged_epoch"] >= 2
@@ -81,7 +81,7 @@ def test_same_seed_same_metrics_on_cpu(tiny_params):
 def test_resume_after_interruption_equals_uninterrupted(tiny_params, monkeypatch):
     full = train.run(tiny_params(epochs=3, augment="hflip", runs_dir=str(tiny_params().runs_dir) + "/full"))
     p = tiny_params(epochs=3, augment="hflip", runs_dir=str(tiny_params().runs_dir) + "/cut", checkpoint_every_s=0)
-    real = train.train_one_epoch
+    real = epochs.train_one_epoch
     calls = {"n": 0}
 
     def dies_in_epoch_3(*a, **kw):
@@ -90,13 +90,13 @@ def test_resume_after_interruption_equals_uninterrupted(tiny_params, monkeypatch
             raise KeyboardInterrupt  # stands for a kill in the middle of an epoch
         return real(*a, **kw)
 
-    monkeypatch.setattr(train, "train_one_epoch", dies_in_epoch_3)
+    monkeypatch.setattr(epochs, "train_one_epoch", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         train.run(p)
     rdir = runs.run_dir(p)
     assert not (rdir / runs.RESULT).exists() and (rdir / runs.LAST).is_file()
     assert checkpoints.load(rdir / runs.LAST)["epoch"] == 2
-    monkeypatch.setattr(train, "train_one_epoch", real)
+    monkeypatch.setattr(epochs, "train_one_epoch", real)
     resumed = train.run(p, resume=True)
     assert resumed["resumed_from_epoch"] == 2
     for key in ("train_loss", "val_loss", "test_loss", "test_acc", "best_epoch"):
@@ -106,7 +106,7 @@ def test_resume_after_interruption_equals_uninterrupted(tiny_params, monkeypatch
 
 def _signalled_in_epoch(epoch: int, signals: int, monkeypatch) -> None:
     """Make train_one_epoch receive `signals` Ctrl-C (SIGINT) at the start of `epoch`."""
-    real, calls = train.train_one_epoch, {"n": 0}
+    real, calls = epochs.train_one_epoch, {"n": 0}
 
     def epoch_fn(*a, **kw):
         calls["n"] += 1
@@ -114,7 +114,7 @@ def _signalled_in_epoch(epoch: int, signals: int, monkeypatch) -> None:
             os.kill(os.getpid(), signal.SIGINT)
         return real(*a, **kw)
 
-    monkeypatch.setattr(train, "train_one_epoch", epoch_fn)
+    monkeypatch.setattr(epochs, "train_one_epoch", epoch_fn)
 
 
 def test_ctrl_c_finishes_the_epoch_checkpoints_it_and_resume_equals_uninterrupted(tiny_params, monkeypatch):
@@ -145,7 +145,7 @@ def test_ctrl_c_finishes_the_epoch_checkpoints_it_and_resume_equals_uninterrupte
 
 
 def test_best_pt_holds_the_best_epochs_weights_written_once(tiny_params, monkeypatch):
-    real_eval, real_epoch, real_save = train.evaluate, train.train_one_epoch, checkpoints.save
+    real_eval, real_epoch, real_save = epochs.evaluate, epochs.train_one_epoch, checkpoints.save
     val_losses = iter([1.0, 0.8, 0.9, 1.1])
     after_epoch, saves = [], []
 
@@ -160,8 +160,8 @@ def test_best_pt_holds_the_best_epochs_weights_written_once(tiny_params, monkeyp
         after_epoch.append({k: v.clone() for k, v in net.state_dict().items()})
         return out
 
-    monkeypatch.setattr(train, "evaluate", fake_evaluate)
-    monkeypatch.setattr(train, "train_one_epoch", recorded_epoch)
+    monkeypatch.setattr(epochs, "evaluate", fake_evaluate)
+    monkeypatch.setattr(epochs, "train_one_epoch", recorded_epoch)
     monkeypatch.setattr(checkpoints, "save", lambda path, **kw: (saves.append(path.name), real_save(path, **kw)))
     p = tiny_params(epochs=4)
     result = train.run(p)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import data, synth
+from . import images, layout, synth
 
 SPLITS = ("train", "test")
 # The reports' input size (SPEC §2): a source with a shorter side below it is upsampled at the paper profile.
@@ -58,7 +58,7 @@ def _inspect(path: Path) -> tuple[tuple[int, int], str, str] | BaseException:
                 im.draft(im.mode, (1, 1))  # every byte is still decoded, so truncation shows, at a fraction of the cost
             im.load()
         return size, mode, fmt
-    except data.UNREADABLE as e:
+    except images.UNREADABLE as e:
         return e
 
 
@@ -66,9 +66,9 @@ def check(root: str | Path, progress: bool = True) -> TreeCheck:
     """Return what the Food-101 tree at `root` (the food-101 folder or its parent) holds; every listed image is decoded."""
     from tqdm.auto import tqdm
 
-    base = data.find_root(root)
-    classes = data.read_classes(base)
-    splits = {s: data.read_split(base, s) for s in SPLITS}
+    base = layout.find_root(root)
+    classes = layout.read_classes(base)
+    splits = {s: layout.read_split(base, s) for s in SPLITS}
     listed = {s: {c: keys for c, keys in splits[s].items() if c in classes} for s in SPLITS}
     out = TreeCheck(
         root=base, classes=classes,
@@ -81,7 +81,7 @@ def check(root: str | Path, progress: bool = True) -> TreeCheck:
     paths = [base / "images" / f"{k}.jpg" for k in keys]
     known = {p.resolve() for p in paths}
     out.unlisted = sum(1 for p in (base / "images").glob("*/*.jpg") if p.resolve() not in known)
-    threads = data.decode_threads()
+    threads = images.decode_threads()
     with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=threads) as pool:
         warnings.simplefilter("ignore")  # PIL's EXIF and palette warnings: the file is still read
         found = tqdm(pool.map(_inspect, paths), total=len(paths), desc="check images", unit="img",

@@ -1,149 +1,22 @@
-"""Every architecture of the study behind one door, `build(name, ...)`, plus pretrained loading and freezing."""
+"""Every architecture of the study behind one door, `build(name, ...)`: the registry, new heads and freezing."""
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from . import effnet
+from .pretrained import TORCHVISION, WeightsUnavailable, load_torchvision
+from .smallcnn import SMALL_SPECS, SmallCNN, apply_knobs, min_input_size
 
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class WeightsUnavailable(RuntimeError):
-    """ImageNet weights were required but cannot be loaded offline."""
-
-
-# --------------------------------------------------------------------------------------------
-# Small CNNs (SPEC §2). A network is a list of layer tokens:
-#   "c64"   conv 3x3, 64 out channels, stride 1, padding 0, then BatchNorm and the activation
-#   "c128s2" the same with stride 2
-#   "p"     max-pool, kernel 3 and PyTorch's default stride (= kernel, 3).
-#           SPEC §2: report B's table says stride 1, but B's own timings (an extra pool halved
-#           training time; custom trained faster than baseline) only hold with stride 3.
-#   "d"     dropout (p from the `dropout` option)
-# followed by adaptive average pooling to 1x1 and the head fc1 (C->128), activation, dropout, fc2.
-# Report A puts dropout before the ReLU in custom_a's head; ReLU(dropout(x)) == dropout(ReLU(x))
-# for inverted dropout, so one head serves all three.
-# --------------------------------------------------------------------------------------------
-
-SMALL_SPECS: dict[str, list[str]] = {
-    "baseline": ["c64", "c128", "c128", "p", "c128s2"],
-    "custom_a": ["c64", "c128", "p", "c168", "c168", "p", "c168", "d", "c128"],
-    "custom_b": ["c64", "c128", "p", "c128", "c128s2", "p", "c128", "c128s2"],
-}
-
-
-def _conv_token(token: str) -> tuple[int, int]:
-    body = token[1:]
-    out, _, stride = body.partition("s")
-    return int(out), int(stride or 1)
-
-
-def apply_knobs(
-    spec: Sequence[str], extra_convs: int = 0, extra_convs_after: str = "conv3", extra_pool_after: str | None = None
-) -> list[str]:
-    """Return the layer tokens with report B's ablation knobs applied (extra convs, extra pool)."""
-    out: list[str] = []
-    n_conv = 0
-    conv_names = [f"conv{i + 1}" for i, t in enumerate(t for t in spec if t.startswith("c"))]
-    for where, what in ((extra_convs_after, "extra_convs_after"), (extra_pool_after, "extra_pool_after")):
-        if where is not None and (what == "extra_pool_after" or extra_convs) and where not in conv_names:
-            raise ValueError(f"key '{what}': no layer {where!r}; this model has {', '.join(conv_names)}")
-    for token in spec:
-        out.append(token)
-        if token.startswith("c"):
-            n_conv += 1
-            name = f"conv{n_conv}"
-            if name == extra_convs_after and extra_convs:
-                channels, _ = _conv_token(token)
-                out.extend([f"c{channels}"] * extra_convs)  # report B custom1: same in/out channels
-            if name == extra_pool_after:
-                out.append("p")
-    return out
-
-
-def min_input_size(tokens: Sequence[str]) -> int:
-    """Return the smallest square input for which every layer still has an output (no padding)."""
-    size = 1
-    for token in reversed(tokens):
-        if token.startswith("c"):
-            _, stride = _conv_token(token)
-            size = stride * (size - 1) + 3
-        elif token == "p":
-            size = 3 * size
-    return size
-
-
-class ConvBlock(nn.Sequential):
-    """Conv 3x3 (padding 0), BatchNorm, activation: every conv of SPEC §2."""
-
-    def __init__(self, cin: int, cout: int, stride: int, act: Callable[[], nn.Module]):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=0)
-        self.bn = nn.BatchNorm2d(cout)
-        self.act = act()
-
-
-class SmallCNN(nn.Module):
-    """The baseline/custom CNNs of both reports, built from a token list (see SMALL_SPECS)."""
-
-    def __init__(self, tokens: Sequence[str], num_classes: int = 20, activation: str = "relu",
-                 dropout: float = 0.5, init: str = "xavier"):
-        super().__init__()
-        act = {"relu": lambda: nn.ReLU(inplace=True), "silu": lambda: nn.SiLU(inplace=True)}[activation]
-        self.tokens = list(tokens)
-        layers: dict[str, nn.Module] = {}
-        cin, n_conv, n_pool, n_drop = 3, 0, 0, 0
-        for token in tokens:
-            if token.startswith("c"):
-                cout, stride = _conv_token(token)
-                n_conv += 1
-                layers[f"conv{n_conv}"] = ConvBlock(cin, cout, stride, act)
-                cin = cout
-            elif token == "p":
-                n_pool += 1
-                layers[f"pool{n_pool}"] = nn.MaxPool2d(kernel_size=3)
-            elif token == "d":
-                n_drop += 1
-                layers[f"drop{n_drop}"] = nn.Dropout(dropout)
-            else:
-                raise ValueError(f"unknown layer token {token!r}")
-        self.features = nn.Sequential()
-        for name, layer in layers.items():
-            self.features.add_module(name, layer)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Linear(cin, 128)
-        self.act = act()
-        self.drop = nn.Dropout(dropout)
-        self.fc2 = nn.Linear(128, num_classes)  # logits, no activation
-        self.min_input_size = min_input_size(tokens)
-        self._init(init)
-
-    def _init(self, init: str) -> None:
-        # Xavier by default (both reports). Report A's "New_ini" says only "normal distribution";
-        # we draw weights from N(0, 0.02^2), a common choice that keeps activations bounded.
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                if init == "xavier":
-                    nn.init.xavier_uniform_(m.weight)
-                else:
-                    nn.init.normal_(m.weight, mean=0.0, std=0.02)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        x = torch.flatten(self.pool(x), 1)
-        return self.fc2(self.drop(self.act(self.fc1(x))))
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,22 +93,12 @@ for _name in SMALL_SPECS:
     register(_name, "small", "baseline.ipynb" if _name == "baseline" else "custom.ipynb")(_make_small(_name))
 
 
-# Pretrained backbones: (torchvision constructor name, weights enum name), then the registry facts
-_TORCHVISION = {
-    "vgg16": ("vgg16", "VGG16_Weights"),
-    "vgg16_bn": ("vgg16_bn", "VGG16_BN_Weights"),
-    "resnet18": ("resnet18", "ResNet18_Weights"),
-}
+# The registry facts of torchvision's backbones (pretrained.TORCHVISION names their constructors and weights).
 _TORCHVISION_FACTS: dict[str, dict[str, Any]] = {
     "vgg16": dict(notebook="vgg.ipynb", head="classifier.6", channels_last_from_px=0),
     "vgg16_bn": dict(notebook="vgg.ipynb", head="classifier.6", channels_last_from_px=0),
     "resnet18": dict(notebook="resnet.ipynb", head="fc", channels_last_from_px=96),
 }
-
-
-def weights_cache_dir() -> Path:
-    """Return the directory torchvision reads cached weights from ($TORCH_HOME/hub/checkpoints)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
 
 
 def _get(model: nn.Module, dotted: str) -> nn.Module:
@@ -247,99 +110,17 @@ def _set(model: nn.Module, dotted: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, leaf, module)
 
 
-def _load_torchvision(name: str, pretrained: str, weights_path: str | None) -> tuple[nn.Module, str]:
-    """Return (ImageNet model, source) where source says where the weights came from."""
-    import torchvision
-
-    ctor_name, enum_name = _TORCHVISION[name]
-    ctor = getattr(torchvision.models, ctor_name)
-    weights = getattr(torchvision.models, enum_name).IMAGENET1K_V1
-    model = ctor(weights=None)
-    filename = weights.url.rsplit("/", 1)[-1]
-    if pretrained == "none":
-        return model, "random init (pretrained: none)"
-    if weights_path:
-        path = Path(weights_path).expanduser()
-        if not path.is_file():
-            raise WeightsUnavailable(f"weights_path {path} does not exist")
-        model.load_state_dict(_state_for(model, name, path, filename))
-        return model, f"ImageNet ({path.name})"
-    cached = weights_cache_dir() / filename
-    if cached.is_file() or os.environ.get("FOODCNN_ALLOW_DOWNLOAD", "0") == "1":
-        try:
-            model.load_state_dict(weights.get_state_dict(progress=False, check_hash=False))
-            return model, f"ImageNet ({filename})"
-        except Exception as e:  # offline download, corrupt file
-            from .checkpoints import load_error
-
-            reason = load_error(e)
-    else:
-        reason = "not in the local cache (set FOODCNN_ALLOW_DOWNLOAD=1 to let torchvision download it)"
-    msg = (f"ImageNet weights for {name} unavailable: {reason}. Put {filename} into {weights_cache_dir()} "
-           f"(torchvision's cache under $TORCH_HOME; download from {weights.url}) or set weights_path.")
-    if pretrained == "required":
-        raise WeightsUnavailable(msg)
-    log.warning("%s Training from random init instead (pretrained: auto).", msg)
-    return model, "random init (ImageNet weights unavailable)"
-
-
-def _summary(keys: list[str], shown: int = 3) -> str:
-    return ", ".join(keys[:shown]) + (f", ... ({len(keys) - shown} more)" if len(keys) > shown else "")
-
-
-def _state_for(model: nn.Module, name: str, path: Path, filename: str) -> dict[str, torch.Tensor]:
-    """Return the state dict in `path`, checked key by key and shape by shape against `model` (before any training)."""
-    from .checkpoints import FORMAT, load_error
-
-    fix = (f"Point weights_path at {name}'s ImageNet state dict (torchvision's {filename}), "
-           "or remove weights_path to use torchvision's cache.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # damaged bytes surface as UnpicklingError, RuntimeError, EOFError, ...
-        raise WeightsUnavailable(f"weights_path {path} cannot be loaded ({load_error(e)}): the file is damaged or "
-                                 f"not a PyTorch state dict. {fix}") from None
-    if isinstance(state, dict) and state.get("format") == FORMAT:
-        raise WeightsUnavailable(f"weights_path {path} is a foodcnn run checkpoint (best.pt/last.pt), not ImageNet "
-                                 f"weights. {fix}")
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsUnavailable(f"weights_path {path} does not hold a state dict (parameter name -> tensor). {fix}")
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    reshaped = [f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in {name}"
-                for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    problems = [f"{len(keys)} {what}: {_summary(keys)}" for keys, what in
-                ((missing, f"of {name}'s {len(expected)} tensors missing"), (unexpected, "unexpected"),
-                 (reshaped, "of another shape")) if keys]
-    if problems:
-        kind = " they look like another architecture's weights." if missing or unexpected else ""
-        raise WeightsUnavailable(f"weights_path {path} does not fit {name} ({'; '.join(problems)});{kind} {fix}")
-    return state
-
-
-def fetch_imagenet_weights() -> list[Path]:
-    """Download the torchvision ImageNet weights of every pretrained model into torchvision's cache; return the files."""
-    import torchvision
-
-    files = []
-    for ctor_name, enum_name in _TORCHVISION.values():
-        weights = getattr(torchvision.models, enum_name).IMAGENET1K_V1
-        weights.get_state_dict(progress=True)  # torch.hub: a file already in the cache is not fetched again
-        files.append(weights_cache_dir() / weights.url.rsplit("/", 1)[-1])
-    return files
-
-
 def _make_pretrained(name: str) -> Callable[..., nn.Module]:
     def builder(num_classes: int = 20, pretrained: str = "auto", weights_path: str | None = None,
                 freeze: str = "none", **_: Any) -> nn.Module:
-        model, source = _load_torchvision(name, pretrained, weights_path)
+        model, source = load_torchvision(name, pretrained, weights_path)
         return finish_pretrained(model, entry(name).head, num_classes, freeze, source)
 
     builder.__doc__ = f"Return torchvision's {name} with a new head and a freezing policy."
     return builder
 
 
-for _name in _TORCHVISION:
+for _name in TORCHVISION:
     register(_name, "pretrained", **_TORCHVISION_FACTS[_name])(_make_pretrained(_name))
 
 
@@ -440,9 +221,9 @@ def check_options(p: Any) -> None:
         if size < need:
             raise ValueError(f"key 'image_size': {p.model} needs inputs of at least {need} px (no padding), got {size}")
     else:
-        if p.weights_path and p.model not in _TORCHVISION:
+        if p.weights_path and p.model not in TORCHVISION:
             raise ValueError(f"key 'weights_path': {p.model} does not read weights from a file "
-                             f"(only {', '.join(_TORCHVISION)} do); remove the key")
+                             f"(only {', '.join(TORCHVISION)} do); remove the key")
         if p.extra_convs or p.extra_pool_after:
             raise ValueError(f"keys 'extra_convs'/'extra_pool_after' apply to the small CNNs only, not {p.model}")
         if p.resolved_image_size < 32:

@@ -69,7 +69,7 @@ class Params:
     deterministic: bool = False
     device: str = "auto"
     amp: bool = True  # mixed precision where the device supports it (CUDA)
-    channels_last: bool = True  # channels_last memory format where it pays (train.channels_last_pays)
+    channels_last: bool = True  # channels_last memory format where it pays (streams.channels_last_pays)
     feature_cache: bool = True  # frozen backbone + deterministic augmentation: train the head on cached features
     checkpoint_every_s: float = 300.0  # last.pt at most this often (seconds of training); 0: after every epoch
     # data

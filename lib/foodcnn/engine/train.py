@@ -1,4 +1,5 @@
-"""Training one run: fit with Adam and early stopping, evaluate the best epoch on the test set, write the run directory."""
+"""Training one run, step by step: device and seeds, resume state, the run directory, fit with early stopping,
+the best epoch tested, the result written."""
 
 from __future__ import annotations
 
@@ -12,17 +13,17 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..core import allocator, checkpoints, data, devices, models, runs, transforms
-from . import features
+from ..core import allocator, checkpoints, data, models, runs
 from ..core.atomic import atomic_write_text, remove_temps
 from ..core.params import Params, ParamsError, dump
+from . import epochs, features
+from .streams import Loaded, Streams, load_data, make_streams
 
 log = logging.getLogger(__name__)
 
@@ -62,177 +63,6 @@ def versions() -> dict[str, str]:
 def _epoch_seed(seed: int, epoch: int) -> int:
     # Each epoch draws from its own seed, so a resumed run repeats exactly what an uninterrupted one does.
     return (seed * 1_000_003 + epoch * 7919) % (2**63 - 1)
-
-
-@dataclass
-class Loaded:
-    """Decoded splits of a run's data."""
-
-    subset: data.Subset
-    train: data.Decoded
-    val: data.Decoded
-    test: data.Decoded
-
-    @property
-    def bad(self) -> list[dict]:
-        """Return every unreadable image of the three splits."""
-        return self.train.bad + self.val.bad + self.test.bad
-
-
-def load_data(p: Params, subset: data.Subset | None = None) -> Loaded:
-    """Return the run's decoded train/val/test splits (through the decode cache)."""
-    subset = subset or data.subset_of(p)
-    size = p.resolved_image_size
-    kw = dict(cache_dir=p.cache_dir, bad_images=p.bad_images, progress=p.progress)
-    splits = {name: data.decode(getattr(subset, name), size, desc=f"decode {name} @{size}px", **kw)
-              for name in ("train", "val", "test")}
-    for name, d in splits.items():
-        if len(d) == 0:
-            raise data.DatasetError(f"no readable images in the {name} split of {subset.root}")
-    return Loaded(subset, **splits)
-
-
-# --------------------------------------------------------------------------------------------
-# A "stream" turns a split into model inputs: images through the network, or (frozen backbone)
-# cached backbone features through the head alone.
-# --------------------------------------------------------------------------------------------
-
-
-class ImageStream:
-    """Batches of normalised images for the whole model."""
-
-    def __init__(self, split: data.Decoded, model: nn.Module, device: torch.device, batch_size: int,
-                 augment: transforms.Augment | None, channels_last: bool):
-        self.split, self.device, self.batch_size, self.augment = split, device, batch_size, augment
-        self.mean, self.std = models.input_normalisation(model)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __call__(self, generator: torch.Generator | None, train: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        aug = self.augment if train else None
-        # uint8 batches go to the device (a quarter of the float batch's bytes), the next one queued ahead.
-        for x, y in devices.prefetch(data.batches(self.split, self.batch_size, shuffle=train, generator=generator),
-                                     self.device):
-            if aug is not None:
-                x = aug(x, generator)  # on the device: the GPU when there is one; draws stay on the CPU
-            x = transforms.normalise(x, self.mean, self.std).contiguous(memory_format=self.memory_format)
-            yield x, y
-
-
-def head_of(model: nn.Module) -> nn.Module:
-    """Return the trainable head of a pretrained model."""
-    return model.get_submodule(model.head_name)
-
-
-class FeatureStream:
-    """Batches of cached backbone features; `hflip` picks the flipped view with the same draws as transforms.hflip."""
-
-    def __init__(self, feats: torch.Tensor, labels: torch.Tensor, batch_size: int, feats_flip: torch.Tensor | None):
-        self.feats, self.labels, self.batch_size, self.feats_flip = feats, labels, batch_size, feats_flip
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __call__(self, generator: torch.Generator | None, train: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.labels)
-        flipping = train and self.feats_flip is not None
-        order = torch.randperm(n, generator=generator) if train else torch.arange(n)
-        # transforms.hflip draws torch.rand(batch) per batch after the shuffle; the CPU generator gives the same
-        # numbers drawn for the whole epoch at once. Drawn on the host, moved to the features' device in one copy.
-        flip = torch.rand(n, generator=generator) < 0.5 if flipping else torch.zeros(n, dtype=torch.bool)
-        order, flip = devices.to_device(torch.stack([order, flip.long()]), self.feats.device).unbind(0)
-        for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
-            x = self.feats[idx]
-            if flipping:
-                x = torch.where(flip[start:start + self.batch_size, None].bool(), self.feats_flip[idx], x)
-            yield x, self.labels[idx]
-
-
-def channels_last_pays(model_name: str, device: torch.device, image_size: int | None = None) -> bool:
-    """Return whether training `model_name` at `image_size` px on `device` is faster in channels_last memory format."""
-    if device.type == "cuda":  # tensor cores
-        return True
-    start = models.entry(model_name).channels_last_from_px
-    return start is not None and (image_size is None or image_size >= start)
-
-
-def make_optimizer(model: nn.Module, lr: float, device: torch.device) -> torch.optim.Adam:
-    """Return Adam over the model's trainable parameters (SPEC §3), fused where torch has the kernel."""
-    # fused=True: one kernel for the whole update. On CPU it cuts VGG16's Adam step (134 M parameters) from
-    # 0.73 s to 0.06 s per batch, 1.6x the images/s of a fine-tune run; on CUDA it is the fast path too.
-    return torch.optim.Adam([q for q in model.parameters() if q.requires_grad], lr=lr,
-                            fused=device.type in ("cpu", "cuda"))
-
-
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
-
-
-# The step bar shows the running loss at most this often: reading it makes the host wait for the GPU, and under
-# papermill every refresh is a widget message.
-PROGRESS_EVERY_S = 2.0
-
-
-def train_one_epoch(net: nn.Module, stream: Callable, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-                    device: torch.device, amp: bool, progress: bool, desc: str) -> dict[str, float]:
-    """Train one epoch; return mean loss, accuracy, images seen and seconds (loss NaN when it diverged).
-
-    A step never makes the host wait for the device: loss and correct count are summed where they are computed
-    and read once at the end of the epoch (syncs.py counts this; tests/test_devices.py holds it), plus once per
-    refresh of the progress bar (at most every PROGRESS_EVERY_S). A NaN/inf loss is seen at those reads.
-    """
-    from tqdm.auto import tqdm
-
-    # float64 sums: the same arithmetic as adding loss.item() * batch in Python, so CPU results are unchanged.
-    total_loss = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    seen = 0
-    t0 = shown = time.perf_counter()
-    n_batches = math.ceil(len(stream) / stream.batch_size)
-    bar = tqdm(stream(generator, train=True), total=n_batches, desc=desc, disable=not progress, leave=False,
-               mininterval=PROGRESS_EVERY_S)
-    for x, y in bar:
-        with _autocast(device, amp):
-            logits = net(x)
-            loss = F.cross_entropy(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.detach().double() * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
-        if progress and time.perf_counter() - shown >= PROGRESS_EVERY_S:
-            so_far, right = torch.stack([total_loss, correct.double()]).tolist()
-            if not math.isfinite(so_far):
-                break
-            bar.set_postfix(loss=f"{so_far / seen:.3f}", acc=f"{right / seen:.3f}", refresh=False)
-            shown = time.perf_counter()
-    bar.close()
-    loss_sum, n_correct = torch.stack([total_loss, correct.double()]).tolist()  # the epoch's one wait
-    return {"loss": loss_sum / max(seen, 1) if math.isfinite(loss_sum) else float("nan"),
-            "acc": n_correct / max(seen, 1), "images": seen, "seconds": time.perf_counter() - t0}
-
-
-@torch.no_grad()
-def evaluate(net: nn.Module, stream: Callable, device: torch.device, amp: bool) -> dict[str, Any]:
-    """Return mean loss, accuracy and per-image losses, predictions and probabilities."""
-    rows = []
-    for x, y in stream(None, train=False):
-        with _autocast(device, amp):
-            logits = net(x).float()
-        # One row per image (loss, prediction, label, probabilities), kept on the device until the pass ends.
-        rows.append(torch.cat([F.cross_entropy(logits, y, reduction="none")[:, None],
-                               logits.argmax(1, keepdim=True).float(), y[:, None].float(), logits.softmax(1)], 1))
-    packed = torch.cat(rows).cpu()  # the pass's one wait for the device; labels < 2**24 are exact in float32
-    loss, prob = packed[:, 0].contiguous(), packed[:, 3:].contiguous()
-    pred, y = packed[:, 1].long(), packed[:, 2].long()
-    return {"loss": loss.mean().item(), "acc": (pred == y).float().mean().item(), "losses": loss.numpy(),
-            "pred": pred.numpy(), "prob": prob.numpy(), "y": y.numpy()}
 
 
 class Interrupts:
@@ -294,58 +124,6 @@ def prepare_run_dir(rdir: Path, p: Params, fresh: bool) -> None:
 
 
 @dataclass
-class Streams:
-    """The splits as inputs of `net`: the model on images, or its head on the frozen backbone's cached features."""
-
-    train: ImageStream | FeatureStream
-    val: ImageStream | FeatureStream
-    test: ImageStream | FeatureStream
-    net: nn.Module
-    from_disk: list[str]  # the feature views read from the feature cache
-
-
-def make_streams(p: Params, model: nn.Module, trained: checkpoints.Trained, loaded: Loaded,
-                 device: torch.device) -> Streams:
-    """Return the run's streams (channels_last where it pays; cached features when only the head trains)."""
-    use_cl = p.channels_last and channels_last_pays(p.model, device, p.resolved_image_size)
-    if use_cl:
-        model.to(memory_format=torch.channels_last)
-    size = p.resolved_image_size
-    if trained.scope == "model":
-        def stream(split: data.Decoded, aug: transforms.Augment | None) -> ImageStream:
-            return ImageStream(split, model, device, p.batch_size, aug, use_cl)
-
-        augment = transforms.make(p.augment, size)
-        return Streams(stream(loaded.train, augment), stream(loaded.val, None), stream(loaded.test, None), model, [])
-
-    # SPEC/issue 5: the backbone is fixed (eval mode), so its features are computed once (or read from the
-    # feature cache another run with the same backbone and images filled) and the head trains on them;
-    # hflip keeps both views and draws the flip exactly as transforms.hflip.
-    t_feat = time.perf_counter()
-    assert trained.backbone is not None
-    from_disk: list[str] = []
-
-    def feats(name: str, flip: bool = False) -> torch.Tensor:
-        view = f"{name}{' (flipped)' if flip else ''}"
-        x, hit = features.features(model, getattr(loaded, name), device, trained.backbone, p.cache_dir, flip,
-                                   p.progress, desc=f"features {view} @{size}px", amp=p.amp)
-        if hit:
-            from_disk.append(view)
-        return x
-
-    def labels(name: str) -> torch.Tensor:
-        return torch.from_numpy(getattr(loaded, name).labels).to(device)
-
-    train_s = FeatureStream(feats("train"), labels("train"), p.batch_size,
-                            feats("train", flip=True) if p.augment == "hflip" else None)
-    val_s = FeatureStream(feats("val"), labels("val"), p.batch_size, None)
-    test_s = FeatureStream(feats("test"), labels("test"), p.batch_size, None)
-    log.info("frozen-backbone features in %.1fs (%s)", time.perf_counter() - t_feat,
-             f"read from the feature cache: {', '.join(from_disk)}" if from_disk else "computed")
-    return Streams(train_s, val_s, test_s, head_of(model), from_disk)
-
-
-@dataclass
 class Fitted:
     """How the epoch loop ended."""
 
@@ -371,7 +149,7 @@ def fit(p: Params, s: Streams, keeper: checkpoints.Keeper, progress: checkpoints
         torch.manual_seed(es)  # dropout and friends
         g = torch.Generator().manual_seed(es)
         models.set_train_mode(s.net, True)
-        tr = train_one_epoch(s.net, s.train, keeper.optimizer, g, device, p.amp, p.progress, f"epoch {epoch}")
+        tr = epochs.train_one_epoch(s.net, s.train, keeper.optimizer, g, device, p.amp, p.progress, f"epoch {epoch}")
         if not math.isfinite(tr["loss"]):
             out.status, out.diverged_epoch = "diverged", epoch
             log.warning("%s: loss became NaN/inf in epoch %d; stopping (%s)", p.id, epoch,
@@ -380,7 +158,7 @@ def fit(p: Params, s: Streams, keeper: checkpoints.Keeper, progress: checkpoints
         out.train_images += tr["images"]
         out.train_seconds += tr["seconds"]
         models.set_train_mode(s.net, False)
-        ev = evaluate(s.net, s.val, device, p.amp)
+        ev = epochs.evaluate(s.net, s.val, device, p.amp)
         progress.rows.append({"epoch": epoch, "train_loss": tr["loss"], "train_acc": tr["acc"],
                               "val_loss": ev["loss"], "val_acc": ev["acc"], "seconds": tr["seconds"]})
         progress.epoch = epoch
@@ -425,7 +203,7 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
     prepare_run_dir(rdir, p, fresh=state is None)
 
     streams = make_streams(p, model, trained, loaded, device)
-    keeper = checkpoints.Keeper(last_path, rdir / runs.BEST, trained, make_optimizer(model, p.lr, device),
+    keeper = checkpoints.Keeper(last_path, rdir / runs.BEST, trained, epochs.make_optimizer(model, p.lr, device),
                                 p.fingerprint(), p.checkpoint_every_s)
     progress = checkpoints.Progress()
     if state is not None:
@@ -469,7 +247,7 @@ def finish(p: Params, rdir: Path, model: nn.Module, s: Streams, keeper: checkpoi
                   val_loss=best_row["val_loss"], val_acc=best_row["val_acc"])
     keeper.use_best(best_epoch)
     models.set_train_mode(s.net, False)
-    ev = evaluate(s.net, s.test, device, p.amp)
+    ev = epochs.evaluate(s.net, s.test, device, p.amp)
     result.update(test_loss=ev["loss"], test_acc=ev["acc"])
     runs.write_predictions(rdir, loaded.test.keys, ev)
     return result

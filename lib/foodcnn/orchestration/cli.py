@@ -11,7 +11,7 @@ from .. import __version__
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from ..core import data, synth
+    from ..core import layout, synth
 
     if args.action == "synth":
         try:
@@ -23,11 +23,11 @@ def cmd_data(args: argparse.Namespace) -> int:
             return 2
         print(f"synthetic Food-101 layout ready at {root}")
     elif args.action == "fetch":
-        root = data.fetch_food101(args.out)
+        root = layout.fetch_food101(args.out)
         print(f"Food-101 ready at {root}")
-        from ..core import models
+        from ..core import pretrained
 
-        for f in models.fetch_imagenet_weights():  # the paper profile requires them (pretrained: required)
+        for f in pretrained.fetch_imagenet_weights():  # the paper profile requires them (pretrained: required)
             print(f"ImageNet weights ready at {f}")
     elif args.action == "check":
         from ..core import datacheck
@@ -177,9 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from ..core.checkpoints import CheckpointError
-    from ..core.data import BadImageError, DatasetError
-    from ..core.models import WeightsUnavailable
+    from ..core.data import BadImageError
+    from ..core.layout import DatasetError
     from ..core.params import ParamsError
+    from ..core.pretrained import WeightsUnavailable
     from ..core.runs import ResultError
 
     try:
