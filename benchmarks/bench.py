@@ -1,6 +1,6 @@
 """Speed of foodcnn's data and training paths against the reports' way (benchmarks/reference.py); prints figures.
 
-    python benchmarks/bench.py                 # CPU: every family at the demo size and 224 px (~6 min, 2 idle cores)
+    python benchmarks/bench.py                 # CPU: every family at the demo size and 224 px (`make bench`)
     python benchmarks/bench.py --quick         # a smoke run: fewer steps, 224 px for resnet18 only
     python benchmarks/bench.py --only-patches  # candidate library patches (the other memory format, 1 thread) only
     python benchmarks/bench.py --device cuda   # GPU: images/s at 224 px with AMP + the paper catalogue's wall time
@@ -44,7 +44,7 @@ from measure import (FOOD101_SIDE, FROZEN_ROWS, PAPER_SIZE, REPO, Setup, demo_pa
                      measure_wide, paper_epochs, pct, table, truncate)
 
 FROZEN = ["resnet18", "vgg16_bn", "efficientnet_lite0"]
-# On 2 CPU cores one vgg16_bn step at 224 px takes ~15 s per 16 images; the CPU run leaves it out.
+# vgg16_bn at 224 px is the costliest step of all (134 M parameters, trained in full); the CPU run leaves it out.
 SKIP_ON_CPU_224 = {"vgg16_bn"}
 
 
@@ -54,7 +54,7 @@ class Plan:
 
     demo_steps: tuple[int, int] = (2, 3)
     big_steps: tuple[int, int] = (2, 1)
-    big_batch: int = 8  # on 2 CPU cores one baseline step at 224 px takes ~15 s per 16 images
+    big_batch: int = 8  # small: at 224 px even the baseline's step is long on a CPU, and each size is timed twice
     rounds: int = 2
     big_models: list[str] | None = None  # None: all but SKIP_ON_CPU_224
     frozen_steps: tuple[int, int] = (2, 8)
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                                                "(default: the paper profile's, 25)")
     ap.add_argument("--patches", action=argparse.BooleanOptionalAction, default=None,
                     help="also measure candidate library patches: the other memory format and one thread on CPU, "
-                         "inference_mode and a larger batch for the feature pass (adds ~5 min on 2 cores)")
+                         "and the `wide` augmentation on one thread (a second pass over every family)")
     ap.add_argument("--only-patches", action="store_true", help="measure only the candidate library patches")
     ap.add_argument("--size", type=int, help="image size of the --device cuda table (default 224)")
     ap.add_argument("--projection", action="store_true",

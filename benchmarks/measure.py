@@ -35,8 +35,8 @@ PAPER_SIZE = 224
 class PeakMemory:
     """Context manager: the peak memory while it is open (PSS of this process + its DataLoader workers; CUDA peak).
 
-    Reading PSS walks the page tables (~15 ms of a core per process here: the reference, with its two
-    DataLoader workers, would pay three times what ours pays), so it samples during the warm-up steps,
+    Reading PSS walks the page tables of every process (the reference, with its two DataLoader workers,
+    would pay three times what ours pays), so it samples during the warm-up steps,
     which do the same work as the timed ones, and stops at `stop_sampling()` (called when the timed steps
     start): the timed steps run without it, on both sides.
     """
@@ -222,8 +222,8 @@ def measure_reference(s: Setup, name: str, size: int, batch: int, warmup: int, s
 def measure_reference_eval(s: Setup, name: str, size: int, batch: int, warmup: int, steps: int) -> dict:
     """Return images/s of the reports' evaluation loop (frozen model, no_grad, PIL each time).
 
-    Timed over the train images: the demo's validation split (60 images) holds one timed batch at most, and with
-    it EfficientNet-Lite0's reference epoch came out at 1.14 s in one bench run and 1.89 s in the next.
+    Timed over the train images: the demo's validation split (60 images) holds one timed batch at most, too few
+    steps for a rate that repeats from one bench run to the next.
     """
     model = build(name, "head", s.device)
     mean, std = models.input_normalisation(model)
@@ -282,7 +282,7 @@ def measure_features(s: Setup, name: str, size: int, images: int, batch: int = f
     model = build(name, "head", s.device)
     split = repeat(s.split(size), images)
     features.extract(model, truncate(split, batch), s.device, batch_size=batch, amp=amp)  # warm-up
-    # Timed without the memory sampler: reading PSS takes ~15 ms of a core, a tenth of a short pass.
+    # Timed without the memory sampler: reading PSS takes core time that a short pass would be charged for.
     if s.device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -442,7 +442,7 @@ class Helper:
         import multiprocessing as mp
 
         # forkserver: one server process imports torch and this module once; each helper is a fork of it
-        # (~0.1 s instead of ~5 s for a spawned interpreter), made before any torch thread pool exists.
+        # (no interpreter start and torch import per helper), made before any torch thread pool exists.
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["measure"])
         self.conn, child = ctx.Pipe()

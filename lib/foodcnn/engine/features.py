@@ -1,7 +1,7 @@
 """Frozen-backbone features: computed once per (backbone weights, images, view), kept on disk and shared by runs.
 
-A run whose backbone is entirely frozen (`freeze: head`) with deterministic augmentation trains only its head
-(SPEC/issue 5). The head's inputs are then a fixed function of the backbone's weights and the decoded pixels,
+A run whose backbone is entirely frozen (`freeze: head`) with deterministic augmentation trains only its head.
+The head's inputs are then a fixed function of the backbone's weights and the decoded pixels,
 so they are computed once, written beside the decode cache and read by every later run with the same backbone
 and images: the catalogue's four ResNet18 rows, and every seed of them where the ImageNet weights are used.
 """
@@ -24,10 +24,9 @@ from ..core.atomic import atomic_save_npy, remove_temps
 log = logging.getLogger(__name__)
 
 VERSION = 1  # bump when the way features are computed changes: older cache entries are then never read
-# The feature pass runs no backward, so it takes larger batches than training. Eval-mode throughput on this
-# project's 2-core CPU (no_grad, one process; benchmarks/bench.py --only-patches): ResNet18 at 32 px 1062 img/s
-# at batch 32 NCHW, 1238 at batch 128, 2259 at batch 128 channels_last; VGG16-BN at 32 px 129 -> 195;
-# EfficientNet-Lite0 at 64 px 782 -> 1081. Batch 256 adds under 5 %.
+# The feature pass runs no backward, so it holds no activations for one and takes larger batches than training:
+# fewer, larger kernel calls. Beyond 128 the gain levels off while the memory keeps growing; the benchmarks time
+# the pass (benchmarks/measure.py measure_features).
 BATCH = 128
 
 
@@ -56,7 +55,7 @@ def load_head_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 def backbone_digest(model: nn.Module) -> str:
     """Return a hash of everything but the head: the layers (their repr) and every weight and buffer, bit for bit.
 
-    sha256 runs at ~1.6 GB/s here: 30 ms for ResNet18, 0.35 s for VGG16 with its 4096-wide classifier.
+    Reading every weight once is cheap beside one feature pass over the images, and a run does it once.
     """
     prefix = head_prefix(model)
     h = hashlib.sha256(f"v{VERSION}".encode())
@@ -89,7 +88,7 @@ def extract(model: nn.Module, split: data.Decoded, device: torch.device, flip: b
     """Return the frozen backbone's features (the head's input, float32) of every image of a split, in order.
 
     `flip` mirrors every image first (the flipped view of `augment: hflip`). The model is put in eval mode and
-    in channels_last format, which is faster for every pretrained model here, on CPU as on CUDA (see BATCH).
+    in channels_last format, which is faster for every pretrained model, on CPU (oneDNN) as on CUDA (tensor cores).
     `amp` on CUDA runs the pass under bf16 autocast, as train.run's forward passes do.
     """
     from tqdm.auto import tqdm

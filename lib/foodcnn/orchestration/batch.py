@@ -153,8 +153,8 @@ def execute(job: Job, env: dict[str, str] | None = None, cwd: str | None = None)
     try:
         pm.execute_notebook(
             str(job.notebook), str(out_nb), parameters=job.params.to_dict(), kernel_name=KERNEL,
-            progress_bar=False, log_output=False,  # no cwd=: papermill's chdir is not thread-safe (issue #473)
-            shutdown_kernel="immediate",  # the run's files are complete; a graceful stop costs ~1 s a notebook
+            progress_bar=False, log_output=False,  # no cwd=: papermill's chdir is not thread-safe (papermill issue #473)
+            shutdown_kernel="immediate",  # the run's files are complete; a graceful stop only waits on the kernel
             config=kernel_config(), **extra,
         )
     except Exception as e:  # PapermillExecutionError, a dead kernel, ...
