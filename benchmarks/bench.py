@@ -37,7 +37,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from foodcnn.core import allocator, data, models, transforms  # noqa: E402
-from foodcnn.engine import features, streams
+from foodcnn.engine import features, streams  # noqa: E402
 from gpu import FAMILIES, catalogue, run_cuda  # noqa: E402
 from measure import (FOOD101_SIDE, FROZEN_ROWS, PAPER_SIZE, REPO, Setup, demo_params,  # noqa: E402
                      describe_machine, geomean, helpers, make_setup,

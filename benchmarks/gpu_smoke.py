@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "lib"))
 import torch  # noqa: E402
 
 from foodcnn.core import data, models, params, syncs, synth, transforms  # noqa: E402
-from foodcnn.engine import epochs, streams, train
+from foodcnn.engine import epochs, streams, train  # noqa: E402
 
 METRICS = ("train_loss", "val_loss", "test_loss", "test_acc")
 
