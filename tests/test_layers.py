@@ -128,3 +128,18 @@ def test_imports_are_read_at_any_depth(tmp_path, source, expected):
     (tmp_path / "probe.py").write_text(source)
     known = {"__init__", "probe", "models", "viz", "atomic", "report", "data"}
     assert [t for t, _ in imports("probe", tmp_path / "probe.py", known)] == expected
+
+
+def test_the_readme_layout_names_every_module_in_its_folder():
+    # the README's "Library layout" is how a newcomer finds a module: it must match the tree
+    readme = (PACKAGE.parents[1] / "README.md").read_text()
+    section = readme[readme.index("Library layout:"):]
+    section = section[:section.index("\n## ")]
+    bullets = {}
+    for part in section.split("\n- **`")[1:]:
+        folder, _, text = part.partition("/`**")
+        bullets[folder] = text
+    assert sorted(bullets) == sorted(ORDER)
+    missing = [f"{folder}/{path.name}" for folder in ORDER for path in sorted((PACKAGE / folder).glob("*.py"))
+               if path.name != "__init__.py" and f"`{path.name}`" not in bullets[folder]]
+    assert not missing, "README.md's library layout does not name: " + ", ".join(missing)
