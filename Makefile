@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.foodcnn-installed
 PROFILE ?= demo
-# notebooks at a time (each kernel gets cores/JOBS threads); empty: one per visible GPU, 1 without
+# notebooks at a time (each kernel gets cores/JOBS threads); empty: one per visible GPU, else 2 (1 on a 1-core machine)
 JOBS    ?=
 # a Food-101 tree to run on instead of the generated one (e.g. DATA=../shared/realfood64/food-101)
 DATA    ?=

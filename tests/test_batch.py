@@ -169,8 +169,11 @@ def test_without_gpus_nothing_is_pinned_and_jobs_overrides(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    plain = batch.Threads()
-    assert plain.workers == 1 and plain.kernel_env(batch.GpuPool(plain.gpus).acquire()) == {}
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 2)
+    plain = batch.Threads()  # two kernels at a time on the two cores, one thread each
+    assert plain.workers == 2 and plain.kernel_env(batch.GpuPool(plain.gpus).acquire()) == {"OMP_NUM_THREADS": "1"}
+    monkeypatch.setattr(batch.os, "cpu_count", lambda: 1)
+    assert batch.Threads().workers == 1 and batch.Threads().kernel_env(None) == {}
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,1,GPU-5e1f")  # the user's selection is what kernels are given
     assert batch.visible_gpus() == ["3", "1", "GPU-5e1f"]  # (torch counts 4 on this fake machine: the list wins)

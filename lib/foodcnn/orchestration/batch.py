@@ -227,8 +227,17 @@ class Executor(Protocol):
     def run(self, todo: dict[int, Job], done: Done, starting: Starting) -> None: ...
 
 
+def cpu_jobs() -> int:
+    """Return how many notebooks run at once without a GPU: two where there are two cores or more.
+
+    A notebook's kernel spends seconds starting, importing and drawing on one core; a second kernel keeps the
+    other core busy meanwhile. More than two would only share the cores (and hold more memory).
+    """
+    return min(2, os.cpu_count() or 1)
+
+
 class Threads:
-    """Runs notebooks on this machine, `workers` kernels at a time (default: one per visible GPU, else one).
+    """Runs notebooks on this machine, `workers` kernels at a time (default: one per visible GPU, else cpu_jobs()).
 
     Each kernel is pinned to its own GPU (CUDA_VISIBLE_DEVICES) while there are GPUs enough, and gets an
     equal share of the CPU cores. Threads suffice: each notebook runs in its own kernel process.
@@ -236,7 +245,7 @@ class Threads:
 
     def __init__(self, workers: int | None = None, gpus: list[str] | None = None):
         self.gpus = visible_gpus() if gpus is None else gpus
-        self.workers = workers or max(1, len(self.gpus))
+        self.workers = workers or len(self.gpus) or cpu_jobs()
 
     def kernel_env(self, gpu: str | None) -> dict[str, str]:
         """Return the environment a kernel gets next to this process's: its GPU, its share of the CPU threads."""

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter in every row")
     b.add_argument("-j", "--jobs", type=int, default=None,
                    help="notebooks run at a time, each kernel with an equal share of the CPU threads and, while there "
-                        "are GPUs enough, a GPU of its own (default: one per visible GPU, 1 without)")
+                        "are GPUs enough, a GPU of its own (default: one per visible GPU; without one, 2 where there are 2 cores or more)")
     b.add_argument("--executor", choices=["thread", "ray"], default="thread",
                    help="thread: kernels on this machine; ray: one Ray task per run, a GPU each (pip install -e .[ray])")
     b.add_argument("--ray-address", metavar="ADDRESS",

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 from ..views import insight, report
 from ..core.atomic import atomic_write_text
-from .batch import KERNEL, kernel_config
+from .batch import KERNEL, cpu_jobs, kernel_config
 
 log = logging.getLogger(__name__)
 
@@ -72,43 +74,63 @@ def to_pdf(html_path: Path, pdf_path: Path, timeout: int = 180) -> Path | None:
         return None
 
 
-def render_visualisations(study: report.Study, out_dir: str | Path, notebooks_dir: str | Path = "notebooks") -> list[Path]:
-    """Execute visualise.ipynb for each representative into out_dir and export HTML; return the HTML paths."""
+def _execute(notebook: Path, executed: Path, parameters: dict) -> None:
+    """Execute one notebook with papermill into `executed` (encrypted kernel sockets, no progress bar)."""
     import papermill as pm
 
+    pm.execute_notebook(str(notebook), str(executed), kernel_name=KERNEL, parameters=parameters,
+                        progress_bar=False, log_output=False, shutdown_kernel="immediate", config=kernel_config())
+
+
+def _page(study: report.Study, rid: str, out_dir: Path, notebooks_dir: Path) -> Path | None:
+    """Execute visualise.ipynb for one representative run and export it to HTML; None (and a warning) if it fails."""
+    res = study.results
+    path = res[(res["id"] == rid) & (res["seed"] == 0)].iloc[0]["path"]
+    executed = out_dir / f"{insight.page_name(study.profile, rid)}.ipynb"
+    try:
+        _execute(notebooks_dir / insight.VISUALISE, executed,
+                 {"run_dir": str(Path(path).resolve()), "compare_dirs": [], "max_images": 8})
+    except Exception as e:  # one broken page must not cost the whole report
+        log.warning("visualisation page of %s failed (%s: %s); see %s", rid, type(e).__name__, e, executed)
+        return None
+    return to_html(executed, executed.with_suffix(".html"))
+
+
+def render_visualisations(study: report.Study, out_dir: str | Path, notebooks_dir: str | Path = "notebooks",
+                          pool: Executor | None = None) -> list[Path]:
+    """Execute visualise.ipynb for each representative into out_dir and export HTML; return the HTML paths.
+
+    The pages run in `pool` (default: one of cpu_jobs() threads of its own), each in its own kernel.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    pages = []
-    res = study.results
-    for rid in insight.representatives(res):
-        path = res[(res["id"] == rid) & (res["seed"] == 0)].iloc[0]["path"]
-        executed = out_dir / f"{insight.page_name(study.profile, rid)}.ipynb"
-        try:
-            pm.execute_notebook(str(Path(notebooks_dir) / insight.VISUALISE), str(executed), kernel_name=KERNEL,
-                                parameters={"run_dir": str(Path(path).resolve()), "compare_dirs": [], "max_images": 8},
-                                progress_bar=False, log_output=False, shutdown_kernel="immediate",
-                                config=kernel_config())
-        except Exception as e:  # one broken page must not cost the whole report
-            log.warning("visualisation page of %s failed (%s: %s); see %s", rid, type(e).__name__, e, executed)
-            continue
-        pages.append(to_html(executed, executed.with_suffix(".html")))
-    return pages
+    own = pool is None
+    pool = pool or ThreadPoolExecutor(max_workers=cpu_jobs())
+    try:
+        pages = list(pool.map(lambda rid: _page(study, rid, out_dir, Path(notebooks_dir)),
+                              insight.representatives(study.results)))
+    finally:
+        if own:
+            pool.shutdown()
+    return [p for p in pages if p is not None]
 
 
 def render(profile: str, runs_dir: str | Path = "runs", params_dir: str | Path = "params",
-           notebooks_dir: str | Path = "notebooks", out_dir: str | Path = "reports") -> dict[str, Path | None]:
-    """Execute the summary notebook for a profile and export it to reports/ as HTML (and PDF where possible)."""
-    import papermill as pm
-
+           notebooks_dir: str | Path = "notebooks", out_dir: str | Path = "reports",
+           jobs: int | None = None) -> dict[str, Path | None]:
+    """Execute the summary notebook and the per-model pages for a profile, `jobs` notebooks at a time, and export
+    them to out_dir as HTML (and the summary as PDF where possible)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # The per-model pages first: the summary links to them.
-    render_visualisations(report.collect(runs_dir, profile, params_dir), out_dir, notebooks_dir)
+    study = report.collect(runs_dir, profile, params_dir)
     executed = out_dir / f"summary-{profile}.ipynb"
-    pm.execute_notebook(str(Path(notebooks_dir) / "summary.ipynb"), str(executed), kernel_name=KERNEL,
-                        parameters={"profile": profile, "runs_dir": str(Path(runs_dir).resolve()),
-                                    "params_dir": str(Path(params_dir).resolve())},
-                        progress_bar=False, log_output=False, shutdown_kernel="immediate", config=kernel_config())
+    # The summary only links to the pages (by name), so it runs beside them; it is the longest, so it starts first.
+    with ThreadPoolExecutor(max_workers=jobs or cpu_jobs()) as pool:
+        summary = pool.submit(_execute, Path(notebooks_dir) / "summary.ipynb", executed,
+                              {"profile": profile, "runs_dir": str(Path(runs_dir).resolve()),
+                               "params_dir": str(Path(params_dir).resolve())})
+        render_visualisations(study, out_dir, notebooks_dir, pool)
+        summary.result()
     html_path = to_html(executed, out_dir / f"foodcnn-{profile}.html", header=f"foodcnn · profile {profile}")
     pdf_path = to_pdf(html_path, out_dir / f"foodcnn-{profile}.pdf")
     return {"notebook": executed, "html": html_path, "pdf": pdf_path}
