@@ -31,6 +31,7 @@ def test_rows_follow_the_reports_catalogue_order(tmp_path):
                                          "a_resnet18_ron_flip", "b_custom1", "x_effnet_ft"]
     assert list(report.table(study, "A")["id"]) == ["a_baseline", "a_d_lr", "a_new_arc", "a_vgg16_3x",
                                                    "a_vgg16_new_lr", "a_resnet18_ron_flip"]
+    assert list(report.table(study, "A").columns) == report.TABLE_COLUMNS  # the empty table's columns, too
 
 
 CLASSES = [f"class_{i:02d}" for i in range(20)]

@@ -175,6 +175,7 @@ def chance_text(p: float, at_chance: bool) -> str:
     return f"⚠ at chance (p {p:.2g})" if at_chance else "above"
 
 
+# The table's columns in order; an empty study gets them too (the row dict below must build the same ones).
 TABLE_COLUMNS = ["id", "change", "train %", "val %", "test %", "test ± sd", "vs chance", "test loss", "published train %",
                  "published val %", "published test %", "published test loss", "seeds", "scale", "weights", "Δ test (pp)"]
 
@@ -203,7 +204,7 @@ def table(study: Study, report: str) -> pd.DataFrame:
         }
         row["Δ test (pp)"] = row["test %"] - row["published test %"]
         out.append(row)
-    return pd.DataFrame(out, columns=TABLE_COLUMNS)
+    return pd.DataFrame(out)
 
 
 def _pm(values: pd.Series) -> str:
