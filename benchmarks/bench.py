@@ -36,8 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from foodcnn.core import allocator, data, models, transforms  # noqa: E402
-from foodcnn.engine import features, streams  # noqa: E402
+from foodcnn.training import allocator  # noqa: E402
+from foodcnn.data import subsets, transforms
+from foodcnn.models import registry
+from foodcnn.training import features, streams  # noqa: E402
 from gpu import FAMILIES, catalogue, run_cuda  # noqa: E402
 from measure import (FOOD101_SIDE, FROZEN_ROWS, PAPER_SIZE, REPO, Setup, demo_params,  # noqa: E402
                      describe_machine, geomean, helpers, make_setup,
@@ -106,7 +108,7 @@ def data_path_rows(s: Setup, names: list[str], n: int = 256) -> list[list[Any]]:
     rows = []
     try:
         for size in sorted({s.demo.replace(model=m).resolved_image_size for m in names} | {PAPER_SIZE}):
-            ds = s.reference_train(size, models.IMAGENET_MEAN, models.IMAGENET_STD)
+            ds = s.reference_train(size, registry.IMAGENET_MEAN, registry.IMAGENET_STD)
             count = min(n, len(ds))
             t0 = time.perf_counter()
             for start in range(0, count, 32):
@@ -114,8 +116,8 @@ def data_path_rows(s: Setup, names: list[str], n: int = 256) -> list[list[Any]]:
             ref_us = 1e6 * (time.perf_counter() - t0) / count
             split = truncate(s.split(size), count)
             t0 = time.perf_counter()
-            for x, _ in data.batches(split, 32, shuffle=True, generator=torch.Generator().manual_seed(0)):
-                transforms.normalise(x, models.IMAGENET_MEAN, models.IMAGENET_STD)
+            for x, _ in subsets.batches(split, 32, shuffle=True, generator=torch.Generator().manual_seed(0)):
+                transforms.normalise(x, registry.IMAGENET_MEAN, registry.IMAGENET_STD)
             ours_us = 1e6 * (time.perf_counter() - t0) / count
             rows.append([size, ref_us, ours_us, f"{ref_us / ours_us:.0f}x"])
     finally:
@@ -224,7 +226,7 @@ def run_cpu(args: argparse.Namespace) -> None:
         plan = Plan(demo_steps=(2, 1), big_steps=(2, 1), rounds=1, big_models=["resnet18"], frozen_steps=(2, 2))
     if args.patches is not None:
         plan.patches = args.patches
-    names = [n for n in (args.models or FAMILIES) if n in models.names()]
+    names = [n for n in (args.models or FAMILIES) if n in registry.names()]
     frozen = [n for n in FROZEN if n in names]
     # A frozen-backbone run pays its feature pass once and gains on every epoch: its speed-up is quoted for a
     # run of the paper profile's length (the reports' 25 epochs, SPEC §3), and shown for the demo's too.

@@ -21,14 +21,16 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from foodcnn.core import checkpoints, models, params, smallcnn
-from foodcnn.engine import epochs, features
-from foodcnn.orchestration import batch as batch_runner
+from foodcnn import checkpoints
+from foodcnn.models import registry, smallcnn
+from foodcnn import params
+from foodcnn.training import epochs, features
+from foodcnn.pipeline import batch as batch_runner
 from schedule import projection
 from measure import (PAPER_SIZE, REPO, make_setup, describe_machine, measure_eval, measure_features, measure_ours,
                      measure_reference, measure_wide, pct, table)
 
-FAMILIES = [n for n in models.in_order() if n != "vgg16"]  # vgg16_bn times both VGGs
+FAMILIES = [n for n in registry.in_order() if n != "vgg16"]  # vgg16_bn times both VGGs
 
 
 # SPEC §1/§3: 750 train images per class (20 % of them validation), 250 test, 20 classes, up to 25 epochs.
@@ -68,7 +70,7 @@ def cached(r: Row) -> bool:
 
 def smallest_size(r: Row) -> int:
     """Return the smallest input the row's model accepts (SPEC §6: no padding in the small CNNs)."""
-    if models.family(r.model) != "small":
+    if registry.family(r.model) != "small":
         return 32
     k = r.knobs
     return smallcnn.min_input_size(smallcnn.apply_knobs(smallcnn.SMALL_SPECS[r.model], k.get("extra_convs", 0),
@@ -156,7 +158,7 @@ def row_costs(rows: list[Row], costs: Costs, counts: dict[str, int] = PAPER_COUN
 
 def measure_start(device: torch.device) -> float:
     """Return the seconds a fresh process takes to import torch and foodcnn and run a first conv on `device`."""
-    code = ("import time, torch; t = time.perf_counter(); import foodcnn.engine.train; "
+    code = ("import time, torch; t = time.perf_counter(); import foodcnn.training.train; "
             f"x = torch.randn(8, 3, 64, 64, device='{device.type}'); w = torch.randn(16, 3, 3, 3, device=x.device); "
             "torch.nn.functional.conv2d(x, w).sum().item()")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "lib"), os.environ.get("PYTHONPATH", "")])}
@@ -167,8 +169,8 @@ def measure_start(device: torch.device) -> float:
 
 def measure_checkpoint(name: str, device: torch.device, knobs: dict | None = None) -> float:
     """Return the seconds of one last.pt write (weights and Adam state, fsynced) of a model trained in full."""
-    kw = dict(pretrained="none", freeze="none") if models.family(name) == "pretrained" else {}
-    model = models.build(name, **kw, **(knobs or {})).to(device)
+    kw = dict(pretrained="none", freeze="none") if registry.family(name) == "pretrained" else {}
+    model = registry.build(name, **kw, **(knobs or {})).to(device)
     opt = epochs.make_optimizer(model, 1e-3, device)
     for q in model.parameters():
         q.grad = torch.zeros_like(q)
@@ -231,7 +233,7 @@ def run_cuda(args: argparse.Namespace) -> None:
     print(describe_machine(device))
     print(f"catalogue: {source}; paper data: {PAPER_COUNTS}, {rows[0].epochs if rows else 25} epochs")
     mrows = []
-    names = [n for n in (args.models or sorted({r.model for r in rows} | set(FAMILIES))) if n in models.names()]
+    names = [n for n in (args.models or sorted({r.model for r in rows} | set(FAMILIES))) if n in registry.names()]
     try:
         s.split(size)  # the cold decode, timed once
         for name in names:
@@ -240,7 +242,7 @@ def run_cuda(args: argparse.Namespace) -> None:
             ref = measure_reference(s, name, px, batch, w, k, "none")
             o = measure_ours(s, name, px, batch, w, k, "none", channels_last=True, amp=True)
             o32 = measure_ours(s, name, px, batch, w, k, "none")
-            pretrained = models.family(name) == "pretrained"
+            pretrained = registry.family(name) == "pretrained"
             ev = measure_features(s, name, px, max(features.BATCH, k * batch), amp=True) if pretrained else None
             mrows.append([name, px, ref["images_per_s"], pct(ref["data_wait_share"]), o32["images_per_s"],
                           o["images_per_s"], f"{o['images_per_s'] / ref['images_per_s']:.2f}x",

@@ -23,8 +23,11 @@ sys.path.insert(0, str(REPO / "lib"))
 
 import torch  # noqa: E402
 
-from foodcnn.core import data, models, params, syncs, synth, transforms  # noqa: E402
-from foodcnn.engine import epochs, streams, train  # noqa: E402
+from foodcnn.data import subsets, synth, transforms  # noqa: E402
+from foodcnn.models import registry
+from foodcnn import params
+from foodcnn.training import syncs
+from foodcnn.training import epochs, streams, train  # noqa: E402
 
 METRICS = ("train_loss", "val_loss", "test_loss", "test_acc")
 
@@ -81,8 +84,8 @@ class Smoke:
 
 
 def family_checks(s: Smoke) -> None:
-    for name in models.names():
-        if models.family(name) == "pretrained":
+    for name in registry.names():
+        if registry.family(name) == "pretrained":
             variants = [("frozen", dict(freeze="head")), ("frozen hflip", dict(freeze="head", augment="hflip")),
                         ("fine-tune", dict(freeze="none")), ("fine-tune wide, AMP off",
                                                              dict(freeze="conv1", augment="wide", amp=False))]
@@ -96,9 +99,9 @@ def family_checks(s: Smoke) -> None:
 def sync_check(s: Smoke) -> tuple[bool, str, dict]:
     """A real training epoch on the device: the host waits for it once (epochs.train_one_epoch's contract)."""
     size, batch = s.args.size, s.args.batch
-    subset = data.load_subset(s.root / "food-101", num_classes=4)
-    split = data.decode(subset.train, size, cache_dir=s.work / "cache", progress=False)
-    model = models.build("resnet18", num_classes=4, pretrained="none").to(s.device)
+    subset = subsets.load_subset(s.root / "food-101", num_classes=4)
+    split = subsets.decode(subset.train, size, cache_dir=s.work / "cache", progress=False)
+    model = registry.build("resnet18", num_classes=4, pretrained="none").to(s.device)
     model = model.to(memory_format=torch.channels_last)
     stream = streams.ImageStream(split, model, s.device, batch, transforms.make("wide", size), True)
     opt = epochs.make_optimizer(model, 1e-3, s.device)

@@ -20,8 +20,10 @@ import torch
 from torch.utils.data import Subset as IndexSubset
 
 import reference
-from foodcnn.core import data, layout, models, params, synth, transforms
-from foodcnn.engine import epochs, features, streams, train
+from foodcnn.data import subsets, layout, synth, transforms
+from foodcnn.models import registry
+from foodcnn import params
+from foodcnn.training import epochs, features, streams, train
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_SIZE = 224
@@ -147,25 +149,25 @@ class TimedStream:
                 "warmup_excess_s": max(0.0, self.warmup_seconds - self.warmup * self.batch_size / ips)}
 
 
-def truncate(split: data.Decoded, n: int) -> data.Decoded:
+def truncate(split: subsets.Decoded, n: int) -> subsets.Decoded:
     """Return the first n images of a decoded split."""
-    return data.Decoded(split.images[:n], split.labels[:n], split.keys[:n], [])
+    return subsets.Decoded(split.images[:n], split.labels[:n], split.keys[:n], [])
 
 
-def repeat(split: data.Decoded, n: int) -> data.Decoded:
+def repeat(split: subsets.Decoded, n: int) -> subsets.Decoded:
     """Return n images of a split, starting over where it is shorter: timed steps are always full batches (a
     partial batch is another shape, which cuDNN autotunes anew inside the timed window)."""
     if n <= len(split):
         return truncate(split, n)
     idx = np.arange(n) % len(split)
-    return data.Decoded(np.ascontiguousarray(split.images[idx]), split.labels[idx], [split.keys[i] for i in idx], [])
+    return subsets.Decoded(np.ascontiguousarray(split.images[idx]), split.labels[idx], [split.keys[i] for i in idx], [])
 
 
 def build(name: str, freeze: str, device: torch.device, channels_last: bool = False, **knobs: Any) -> torch.nn.Module:
     """Return a freshly seeded model (random init: the speed does not depend on the weights)."""
     torch.manual_seed(0)
-    kw = dict(pretrained="none", freeze=freeze) if models.family(name) == "pretrained" else {}
-    model = models.build(name, **kw, **knobs).to(device)
+    kw = dict(pretrained="none", freeze=freeze) if registry.family(name) == "pretrained" else {}
+    model = registry.build(name, **kw, **knobs).to(device)
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
@@ -182,20 +184,20 @@ def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 class Setup:
     """What every measurement shares: the data, the device and the step counts."""
 
-    subset: data.Subset
+    subset: subsets.Subset
     device: torch.device
     cache_dir: Path
     demo: params.Params
-    decoded: dict[int, data.Decoded] = field(default_factory=dict)
+    decoded: dict[int, subsets.Decoded] = field(default_factory=dict)
     decode_ips: dict[int, float] = field(default_factory=dict)
 
-    def split(self, size: int) -> data.Decoded:
+    def split(self, size: int) -> subsets.Decoded:
         """Return the train split decoded at `size`: a cold decode (timed) once, then the cache (memory-mapped)."""
         if size not in self.decoded:
             t0 = time.perf_counter()
-            data.decode(self.subset.train, size, cache_dir=self.cache_dir, progress=False)
+            subsets.decode(self.subset.train, size, cache_dir=self.cache_dir, progress=False)
             self.decode_ips[size] = len(self.subset.train) / (time.perf_counter() - t0)
-            self.decoded[size] = data.decode(self.subset.train, size, cache_dir=self.cache_dir, progress=False)
+            self.decoded[size] = subsets.decode(self.subset.train, size, cache_dir=self.cache_dir, progress=False)
         return self.decoded[size]
 
     def reference_train(self, size: int, mean, std) -> IndexSubset:
@@ -210,7 +212,7 @@ def measure_reference(s: Setup, name: str, size: int, batch: int, warmup: int, s
                       freeze: str = "none", workers: int | None = None) -> dict:
     """Return images/s, data-wait share and peak memory of the reports' training loop."""
     model = build(name, freeze, s.device)
-    mean, std = models.input_normalisation(model)
+    mean, std = registry.input_normalisation(model)
     loader = reference.make_loader(s.reference_train(size, mean, std), batch, shuffle=True, num_workers=workers)
     opt = torch.optim.Adam(trainable(model), lr=1e-3)
     torch.manual_seed(0)
@@ -226,7 +228,7 @@ def measure_reference_eval(s: Setup, name: str, size: int, batch: int, warmup: i
     steps for a rate that repeats from one bench run to the next.
     """
     model = build(name, "head", s.device)
-    mean, std = models.input_normalisation(model)
+    mean, std = registry.input_normalisation(model)
     loader = reference.make_loader(s.reference_train(size, mean, std), batch, shuffle=False)
     return reference.evaluate(model, loader, s.device, steps, warmup).as_dict()
 
@@ -245,7 +247,7 @@ def measure_ours(s: Setup, name: str, size: int, batch: int, warmup: int, steps:
     stream = TimedStream(streams.ImageStream(split, model, s.device, batch, None, channels_last), warmup, steps, s.device,
                          on_timed_start=mem.stop_sampling)
     opt = epochs.make_optimizer(model, 1e-3, s.device)
-    models.set_train_mode(model, True)
+    registry.set_train_mode(model, True)
     torch.manual_seed(0)
     with mem:
         epochs.train_one_epoch(model, stream, opt, torch.Generator().manual_seed(0), s.device, amp, False, "bench")
@@ -271,7 +273,7 @@ def measure_eval(s: Setup, name: str, size: int, batch: int, warmup: int, steps:
     split = repeat(s.split(size), (warmup + steps) * batch)
     model = build(name, "none", s.device, channels_last, **(knobs or {}))
     stream = TimedStream(streams.ImageStream(split, model, s.device, batch, None, channels_last), warmup, steps, s.device)
-    models.set_train_mode(model, False)
+    registry.set_train_mode(model, False)
     epochs.evaluate(model, stream, s.device, amp)
     return stream.result()
 
@@ -422,7 +424,7 @@ def make_setup(device: torch.device, root: str | None, source_side: int | None =
         else:
             print(f"generating the synthetic dataset under {out} ...", flush=True)
             synth.generate(out, progress=False)
-    subset = data.subset_of(demo, data_root)
+    subset = subsets.subset_of(demo, data_root)
     cache = Path(tempfile.mkdtemp(prefix="foodcnn-bench-"))
     return Setup(subset, device, cache, demo)
 
@@ -498,11 +500,11 @@ def helpers(s: Setup, reference: bool = True) -> Iterator[tuple[Helper | None, H
                 h.close()
 
 
-def _helper_main(conn: Any, subset: data.Subset, demo: params.Params, cache_dir: str, device: str,
+def _helper_main(conn: Any, subset: subsets.Subset, demo: params.Params, cache_dir: str, device: str,
                  library_malloc: bool) -> None:
     import traceback
 
-    from foodcnn.core import allocator
+    from foodcnn.training import allocator
 
     try:
         tuned = allocator.keep_freed_memory() if library_malloc else False

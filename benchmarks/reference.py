@@ -172,11 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
-    from foodcnn.core import models
+    from foodcnn.models import registry
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="data/food-101")
-    ap.add_argument("--model", default="baseline", choices=models.names())
+    ap.add_argument("--model", default="baseline", choices=registry.names())
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=10)
@@ -185,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
-    kw = {"freeze": args.freeze, "pretrained": "none"} if models.family(args.model) == "pretrained" else {}
-    model = models.build(args.model, **kw).to(device)
-    mean, std = models.input_normalisation(model)
+    kw = {"freeze": args.freeze, "pretrained": "none"} if registry.family(args.model) == "pretrained" else {}
+    model = registry.build(args.model, **kw).to(device)
+    mean, std = registry.input_normalisation(model)
     ds = FoodFolder(args.root, "train", transform=make_transform(args.size, mean=mean, std=std))
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     timer = train(model, make_loader(ds, args.batch_size), optimizer, device, args.steps, args.warmup)

@@ -67,7 +67,7 @@ def png_outputs(notebook: Path) -> int:
 @pytest.fixture(scope="session")
 def tiny_synth(tmp_path_factory) -> Path:
     """A small synthetic dataset (4 classes) in the Food-101 layout."""
-    from foodcnn.core import synth
+    from foodcnn.data import synth
 
     out = tmp_path_factory.mktemp("synth")
     return synth.generate(out, num_classes=4, train_per_class=20, test_per_class=10, max_side=48, seed=0,
@@ -77,7 +77,7 @@ def tiny_synth(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_params(tiny_synth, tmp_path):
     """Return a function making validated Params for a fast CPU run on the tiny dataset."""
-    from foodcnn.core import params
+    from foodcnn import params
 
     def make(**kw):
         base = dict(id="t", model="baseline", data_root=str(tiny_synth), num_classes=4, image_size=20, epochs=2,
@@ -129,7 +129,7 @@ def write_probe_notebook(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def browser():
     """Debian's headless Chromium driven by Playwright (Playwright's own browser download is impossible offline)."""
-    from foodcnn.orchestration import rendering
+    from foodcnn.pipeline import rendering
 
     exe = rendering.chromium()
     if exe is None:
@@ -147,8 +147,9 @@ def browser():
 @pytest.fixture(scope="session")
 def tiny_runs(tiny_synth, tmp_path_factory) -> dict:
     """Two finished one-epoch runs on the tiny dataset: the baseline at 20 px and a head-only ResNet18 at 32 px."""
-    from foodcnn.core import params, runs
-    from foodcnn.engine import train
+    from foodcnn import params
+    from foodcnn.results import runs
+    from foodcnn.training import train
 
     tmp = tmp_path_factory.mktemp("insight")
     base = dict(data_root=str(tiny_synth), num_classes=4, epochs=1, batch_size=16, progress=False, pretrained="none",

@@ -16,8 +16,9 @@ glibc_only = pytest.mark.skipif(not sys.platform.startswith("linux") or platform
 
 SCRIPT = """
 import json, sys
-from foodcnn.core import allocator, params
-from foodcnn.engine import train
+from foodcnn.training import allocator
+from foodcnn import params
+from foodcnn.training import train
 p = params.from_mapping(json.loads(sys.argv[1]), source="<test>")
 train.run(p)
 print("applied" if allocator.applied() else "untouched")

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from conftest import verdict_cells
 
-from foodcnn.orchestration import batch, rendering
-from foodcnn.views import insight, report
-from foodcnn.core import params, runs
+from foodcnn.pipeline import batch, rendering
+from foodcnn.figures import insight
+from foodcnn.results import tables
+from foodcnn import params
+from foodcnn.results import runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +47,7 @@ def reported(tiny_synth, tmp_path_factory):
         again = batch.run_batch(jobs, progress=False)  # a re-run skips finished rows and retries the failed one
         out = rendering.render("tiny", runs_dir=tmp / "runs", params_dir=pdir, notebooks_dir=ROOT / "notebooks",
                                out_dir=tmp / "reports")
-    return {"first": first, "again": again, "report": out, "study": report.collect(tmp / "runs", "tiny", pdir)}
+    return {"first": first, "again": again, "report": out, "study": tables.collect(tmp / "runs", "tiny", pdir)}
 
 
 def test_batch_runs_rows_records_failure_and_resumes(reported):

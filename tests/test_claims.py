@@ -1,12 +1,12 @@
-"""Tests for foodcnn.core.claims: the reports' claims and the headline findings, on constructed predictions."""
+"""Tests for foodcnn.results.claims: the reports' claims and the headline findings, on constructed predictions."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from foodcnn.core import claims, stats
-from foodcnn.core.claims import Claim
+from foodcnn.results import claims, stats
+from foodcnn.results.claims import Claim
 from test_stats import N_CLASSES, _fabricated_study, _labels, _predictions, _results
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from conftest import write_probe_notebook
-from foodcnn.orchestration import cluster
-from foodcnn.core import runs
-from foodcnn.orchestration.cli import main
+from foodcnn.pipeline import cluster
+from foodcnn.results import runs
+from foodcnn.pipeline.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ("b_baseline", "b_custom3", "b_resnet_stock")
@@ -104,7 +104,7 @@ def test_ray_batch_matches_threads_pins_gpus_and_survives_a_killed_worker(ray_tw
     stop = threading.Event()
     killer = threading.Thread(target=_kill_victim_once_a_row_ran_beside_it, args=(ray_runs, stop), daemon=True)
     killer.start()
-    caplog.set_level("INFO", logger="foodcnn.orchestration.batch")
+    caplog.set_level("INFO", logger="foodcnn.pipeline.batch")
     try:
         status = main(args + ["--set", f"runs_dir={ray_runs}", "--executor", "ray", "victim", *ROWS])
     finally:

@@ -12,21 +12,21 @@ import pytest
 from PIL import Image
 
 from conftest import write_food101
-from foodcnn.core import data, images, layout
+from foodcnn.data import subsets, images, layout
 
 
 def test_reader_counts_split_and_stratified_validation(tmp_path):
     classes = [f"class_{i:02d}" for i in range(6)]
     write_food101(tmp_path, classes, n_train=10, n_test=4)
-    sub = data.load_subset(tmp_path, num_classes=4, val_fraction=0.2, split_seed=1)
+    sub = subsets.load_subset(tmp_path, num_classes=4, val_fraction=0.2, split_seed=1)
     assert sub.classes == classes[:4]  # default subset: the first lines of classes.txt
     assert (len(sub.train), len(sub.val), len(sub.test)) == (32, 8, 16)
     assert Counter(s.label for s in sub.val) == {0: 2, 1: 2, 2: 2, 3: 2}  # stratified
     assert not {s.key for s in sub.train} & {s.key for s in sub.val}
     assert all(s.key.startswith(sub.classes[s.label] + "/") for s in sub.train + sub.val + sub.test)
-    again = data.load_subset(tmp_path, num_classes=4, val_fraction=0.2, split_seed=1)
+    again = subsets.load_subset(tmp_path, num_classes=4, val_fraction=0.2, split_seed=1)
     assert [s.key for s in again.val] == [s.key for s in sub.val]  # seeded
-    other = data.load_subset(tmp_path, num_classes=4, val_fraction=0.2, split_seed=2)
+    other = subsets.load_subset(tmp_path, num_classes=4, val_fraction=0.2, split_seed=2)
     assert [s.key for s in other.val] != [s.key for s in sub.val]
     assert sub.provenance()["counts"] == {"train": 32, "val": 8, "test": 16}
 
@@ -34,7 +34,7 @@ def test_reader_counts_split_and_stratified_validation(tmp_path):
 def test_reads_txt_only_and_json_only_layouts(tmp_path):
     a = write_food101(tmp_path / "a", ["x", "y"], 5, 2, json_meta=False)
     b = write_food101(tmp_path / "b", ["x", "y"], 5, 2, txt_meta=False)
-    sa, sb = data.load_subset(a, num_classes=2), data.load_subset(b, num_classes=2)
+    sa, sb = subsets.load_subset(a, num_classes=2), subsets.load_subset(b, num_classes=2)
     assert [s.key.split("/")[0] for s in sa.test] == [s.key.split("/")[0] for s in sb.test]
     assert len(sa.train) + len(sa.val) == 10
 
@@ -43,33 +43,33 @@ def test_torchvision_can_open_what_we_read(tiny_synth):
     import torchvision
 
     ds = torchvision.datasets.Food101(root=str(tiny_synth.parent), split="test")
-    sub = data.load_subset(tiny_synth, num_classes=4)
+    sub = subsets.load_subset(tiny_synth, num_classes=4)
     assert len(ds) == len(sub.test)
 
 
 def test_explicit_classes_and_missing_class(tmp_path):
     write_food101(tmp_path, ["a", "b", "c"], 4, 2)
-    sub = data.load_subset(tmp_path, classes=["c", "a"])
+    sub = subsets.load_subset(tmp_path, classes=["c", "a"])
     assert sub.classes == ["c", "a"] and {s.label for s in sub.test} == {0, 1}
     with pytest.raises(layout.DatasetError, match="key 'classes': pizza"):
-        data.load_subset(tmp_path, classes=["a", "pizza"])
+        subsets.load_subset(tmp_path, classes=["a", "pizza"])
 
 
 def test_missing_or_malformed_root_explains_layout(tmp_path):
     with pytest.raises(layout.DatasetError) as e:
-        data.load_subset(tmp_path / "nothing")
+        subsets.load_subset(tmp_path / "nothing")
     assert "does not exist" in str(e.value) and "meta/classes.txt" in str(e.value) and "data synth" in str(e.value)
     (tmp_path / "half" / "meta").mkdir(parents=True)
     with pytest.raises(layout.DatasetError, match="images/"):
-        data.load_subset(tmp_path / "half")
+        subsets.load_subset(tmp_path / "half")
     base = write_food101(tmp_path / "broken", ["a"], 2, 1)
     (base / "meta" / "train.json").write_text("{not json")
     with pytest.raises(layout.DatasetError, match="not valid JSON"):
-        data.load_subset(base, num_classes=1)
+        subsets.load_subset(base, num_classes=1)
 
 
 def _warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "foodcnn.core.layout"]
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "foodcnn.data.layout"]
 
 
 def test_meta_quirks_are_read_right_with_one_warning_each(tmp_path, caplog):
@@ -82,8 +82,8 @@ def test_meta_quirks_are_read_right_with_one_warning_each(tmp_path, caplog):
     test_ids = (meta / "test.txt").read_text().splitlines()
     (meta / "test.txt").write_text("\n".join(test_ids + [ids[2]]) + "\n")  # a train id also listed in test
     caplog.set_level(logging.WARNING)
-    sub = data.load_subset(base, num_classes=2, val_fraction=0.5)
-    again = data.load_subset(base, num_classes=2, val_fraction=0.5)  # a second read warns no more
+    sub = subsets.load_subset(base, num_classes=2, val_fraction=0.5)
+    again = subsets.load_subset(base, num_classes=2, val_fraction=0.5)  # a second read warns no more
     assert sub.classes == again.classes == ["apple_pie", "baklava"]
     keys = [s.key for s in sub.train + sub.val]
     assert len(keys) == len(set(keys)) == 11 and ids[2] not in keys  # every id once; the leaked one only in test
@@ -100,7 +100,7 @@ def test_meta_quirks_are_read_right_with_one_warning_each(tmp_path, caplog):
     split["baklava"].append(split["apple_pie"][0])  # the same photo under two classes
     (jbase / "meta" / "train.json").write_bytes(b"\xef\xbb\xbf" + json.dumps(split).encode())
     caplog.clear()
-    sub = data.load_subset(jbase, num_classes=2)
+    sub = subsets.load_subset(jbase, num_classes=2)
     keys = [s.key for s in sub.train + sub.val]
     assert len(keys) == len(set(keys)) == 12
     assert {s.label for s in sub.train + sub.val if s.key == split["apple_pie"][0]} == {0}
@@ -113,7 +113,7 @@ def test_unreadable_meta_is_named_with_its_line_or_key(tmp_path):
     snapshot = {f: f.read_bytes() for f in (base / "meta").iterdir()}
     (base / "meta" / "classes.txt").write_bytes("apple_pie\ncrème_brûlée\n".encode("latin-1"))
     with pytest.raises(layout.DatasetError) as e:
-        data.load_subset(base, num_classes=2)
+        subsets.load_subset(base, num_classes=2)
     assert f"{base / 'meta' / 'classes.txt'}, line 2: not UTF-8" in str(e.value)
     assert "save it again as UTF-8" in str(e.value)
     (base / "meta" / "classes.txt").write_bytes(snapshot[base / "meta" / "classes.txt"])
@@ -121,17 +121,17 @@ def test_unreadable_meta_is_named_with_its_line_or_key(tmp_path):
     split["apple_pie"] = split["apple_pie"][0]  # a string where a list belongs
     (base / "meta" / "train.json").write_text(json.dumps(split))
     with pytest.raises(layout.DatasetError) as e:
-        data.load_subset(base, num_classes=2)
+        subsets.load_subset(base, num_classes=2)
     assert f"{base / 'meta' / 'train.json'}: key 'apple_pie' maps to a str" in str(e.value)
     assert "must be a list of 'class/id' strings" in str(e.value) and "delete it so that train.txt is read" in str(e.value)
     split["apple_pie"] = [split["apple_pie"], 7]
     (base / "meta" / "train.json").write_text(json.dumps(split))
     with pytest.raises(layout.DatasetError, match=r"key 'apple_pie' maps to a list with an item that is not a string \(7\)"):
-        data.load_subset(base, num_classes=2)
+        subsets.load_subset(base, num_classes=2)
     (base / "meta" / "train.json").unlink()
     (base / "meta" / "train.txt").write_text("apple_pie/1\nno_slash_here\n")
     with pytest.raises(layout.DatasetError, match=r"train.txt, line 2: 'no_slash_here' is not 'class/id'"):
-        data.load_subset(base, num_classes=2)
+        subsets.load_subset(base, num_classes=2)
 
 
 def test_grayscale_cmyk_palette_and_16bit_become_rgb(tmp_path):
@@ -161,31 +161,31 @@ def test_resize_center_is_square_and_keeps_content(tmp_path):
 
 def test_decode_cache_hits_and_invalidates(tmp_path):
     base = write_food101(tmp_path, ["a", "b"], 3, 1)
-    sub = data.load_subset(base, num_classes=2)
+    sub = subsets.load_subset(base, num_classes=2)
     cache = tmp_path / "cache"
-    first = data.decode(sub.test, 16, cache_dir=cache, progress=False)
+    first = subsets.decode(sub.test, 16, cache_dir=cache, progress=False)
     assert len(list(cache.glob("*.npy"))) == 1
-    again = data.decode(sub.test, 16, cache_dir=cache, progress=False)
+    again = subsets.decode(sub.test, 16, cache_dir=cache, progress=False)
     assert isinstance(again.images, np.memmap) and np.array_equal(np.asarray(again.images), first.images)
     direct = np.stack([images.resize_center(images.read_rgb(s.path), 16) for s in sub.test])
     assert np.array_equal(first.images, direct)  # the cache holds the same pixels as the direct path
-    data.decode(sub.test, 20, cache_dir=cache, progress=False)  # another size: another entry
+    subsets.decode(sub.test, 20, cache_dir=cache, progress=False)  # another size: another entry
     assert len(list(cache.glob("*.npy"))) == 2
     path = sub.test[0].path
     Image.new("RGB", (40, 30), (255, 0, 0)).save(path)
     os.utime(path, ns=(1, 1))
-    changed = data.decode(sub.test, 16, cache_dir=cache, progress=False)  # a changed file: decoded afresh
+    changed = subsets.decode(sub.test, 16, cache_dir=cache, progress=False)  # a changed file: decoded afresh
     assert len(list(cache.glob("*.npy"))) == 3
     assert tuple(changed.images[0, :, 8, 8]) == (254, 0, 0) or changed.images[0, 0, 8, 8] > 240
 
 
 def test_batches_cover_each_image_once(tmp_path):
     base = write_food101(tmp_path, ["a", "b"], 5, 1)
-    sub = data.load_subset(base, num_classes=2)
-    d = data.decode(sub.train, 16, progress=False)
+    sub = subsets.load_subset(base, num_classes=2)
+    d = subsets.decode(sub.train, 16, progress=False)
     import torch
 
-    seen = torch.cat([y for _, y in data.batches(d, 3, shuffle=True, generator=torch.Generator().manual_seed(0))])
+    seen = torch.cat([y for _, y in subsets.batches(d, 3, shuffle=True, generator=torch.Generator().manual_seed(0))])
     assert sorted(seen.tolist()) == sorted(d.labels.tolist())
 
 
@@ -193,11 +193,11 @@ def test_decode_cache_with_an_unreadable_image_reads_back_the_readable_ones(tmp_
     # The cache is decoded straight into a memory-mapped file sized for every sample; a skipped image
     # leaves a padding row that a warm read must not hand out, and no temp file may be left behind.
     base = write_food101(tmp_path, ["a", "b"], 3, 1)
-    sub = data.load_subset(base, num_classes=2, val_fraction=0.0)
+    sub = subsets.load_subset(base, num_classes=2, val_fraction=0.0)
     sub.train[2].path.write_bytes(b"")  # an empty .jpg
     cache = tmp_path / "cache"
-    cold = data.decode(sub.train, 16, cache_dir=cache, progress=False)
-    warm = data.decode(sub.train, 16, cache_dir=cache, progress=False)
+    cold = subsets.decode(sub.train, 16, cache_dir=cache, progress=False)
+    warm = subsets.decode(sub.train, 16, cache_dir=cache, progress=False)
     assert len(cold) == len(warm) == len(sub.train) - 1
     assert warm.keys == cold.keys and sub.train[2].key not in warm.keys
     assert [b["key"] for b in warm.bad] == [sub.train[2].key]

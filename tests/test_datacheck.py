@@ -10,10 +10,11 @@ import numpy as np
 from PIL import Image
 
 from conftest import write_food101
-from foodcnn.orchestration import cli
-from foodcnn.core import data, datacheck, stats
-from foodcnn.views import report, significance
-from foodcnn.engine import train
+from foodcnn.pipeline import cli
+from foodcnn.data import subsets, check as datacheck
+from foodcnn.results import stats
+from foodcnn.results import tables as report, significance
+from foodcnn.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,7 +83,7 @@ def test_data_check_names_unreadable_missing_and_unlisted_files(tmp_path, capsys
 def test_data_check_knows_synthetic_trees(tiny_synth, tmp_path):
     found = datacheck.check(tiny_synth, progress=False)
     assert found.synthetic_marker and found.synthetic
-    assert "synthetic: yes: meta/SYNTHETIC written by foodcnn.core.synth (seed 0, 20 train + 10 test per class" in \
+    assert "synthetic: yes: meta/SYNTHETIC written by foodcnn.data.synth (seed 0, 20 train + 10 test per class" in \
         datacheck.summary(found)
     # a synthetic tree that lost its marker still gives itself away by its class names
     unmarked = write_food101(tmp_path, ["synthetic_apple_pie", "synthetic_baklava"], 1, 1)
@@ -99,8 +100,8 @@ def test_data_check_explains_a_tree_that_is_not_food101(tmp_path, capsys):
 def test_mixed_real_jpegs_through_decode_and_feature_caches_to_the_report(tmp_path, tiny_params):
     base, changed = _mixed_tree(tmp_path / "data")
     # decode cache: 64 px sources upsampled to 96 px, 512 px ones reduced; grayscale and CMYK become RGB
-    sub = data.load_subset(base, num_classes=3)
-    decoded = data.decode(sub.test, 96, cache_dir=tmp_path / "cache", progress=False)
+    sub = subsets.load_subset(base, num_classes=3)
+    decoded = subsets.decode(sub.test, 96, cache_dir=tmp_path / "cache", progress=False)
     assert decoded.images.shape == (9, 3, 96, 96) and not decoded.bad
     grey = decoded.keys.index(next(k for k, w in changed.items() if w == "grayscale" and k in decoded.keys))
     assert np.array_equal(decoded.images[grey][0], decoded.images[grey][1])  # gray is gray in all channels

@@ -7,25 +7,27 @@ import numpy as np
 import pytest
 import torch
 
-from foodcnn.core import data, devices, models, syncs, transforms
-from foodcnn.engine import epochs, features, streams, train
+from foodcnn.data import subsets, devices, transforms
+from foodcnn.models import registry
+from foodcnn.training import syncs
+from foodcnn.training import epochs, features, streams, train
 
 META = torch.device("meta")
 S = 32
 
 
-def split(n: int, size: int = S) -> data.Decoded:
+def split(n: int, size: int = S) -> subsets.Decoded:
     rng = np.random.default_rng(0)
-    return data.Decoded(rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8), np.arange(n) % 4,
+    return subsets.Decoded(rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8), np.arange(n) % 4,
                         [str(i) for i in range(n)], [])
 
 
 def epoch_syncs(augment: str, batches: int, batch: int = 4) -> syncs.SyncCounter:
     """Return the counter that watched one training epoch of `batches` steps on the meta device."""
-    model = models.build("baseline", num_classes=4).to(META)
+    model = registry.build("baseline", num_classes=4).to(META)
     stream = streams.ImageStream(split(batches * batch), model, META, batch, transforms.make(augment, S), False)
     optimizer = epochs.make_optimizer(model, 1e-3, META)
-    transforms.normalise(torch.zeros(1, 3, 1, 1, dtype=torch.uint8, device=META), *models.input_normalisation(model))
+    transforms.normalise(torch.zeros(1, 3, 1, 1, dtype=torch.uint8, device=META), *registry.input_normalisation(model))
     _, counter = syncs.count(epochs.train_one_epoch, model, stream, optimizer, torch.Generator().manual_seed(0), META,
                              False, False, "test")
     return counter
@@ -78,12 +80,12 @@ def test_augmentations_never_wait_for_the_device(augment):
 
 def test_evaluation_and_feature_extraction_wait_once_per_pass():
     for n in (8, 20):
-        model = models.build("baseline", num_classes=4).to(META)
-        models.set_train_mode(model, False)
+        model = registry.build("baseline", num_classes=4).to(META)
+        registry.set_train_mode(model, False)
         ev, counter = syncs.count(epochs.evaluate, model, streams.ImageStream(split(n), model, META, 4, None, False),
                                   META, False)
         assert counter.syncs() == [("to host", "_to_copy")] and ev["prob"].shape == (n, 4)
-        backbone = models.build("resnet18", num_classes=4, pretrained="none", freeze="head").to(META)
+        backbone = registry.build("resnet18", num_classes=4, pretrained="none", freeze="head").to(META)
         feats, counter = syncs.count(features.extract, backbone, split(n), META, batch_size=4)
         assert feats.device == META and feats.shape == (n, 512) and counter.syncs() == []
 
@@ -117,7 +119,7 @@ def test_deterministic_means_errors_not_warnings():
 @pytest.mark.parametrize("size, out", [(7, (7, 7)), (14, (7, 7)), (5, 1), (9, (1, 1)), (10, (7, 7))])
 def test_even_average_pool_equals_the_adaptive_one(size, out):
     x = torch.randn(2, 3, size, size, requires_grad=True)
-    ours = models.EvenAvgPool2d(out)(x)
+    ours = registry.EvenAvgPool2d(out)(x)
     ours.sum().backward()
     g = x.grad.clone()
     x.grad = None
@@ -127,12 +129,12 @@ def test_even_average_pool_equals_the_adaptive_one(size, out):
 
 
 def test_deterministic_pooling_replaces_every_adaptive_average_pool():
-    for name in models.names():
-        kw = dict(pretrained="none") if models.family(name) == "pretrained" else {}
-        model = models.build(name, num_classes=4, **kw).eval()
+    for name in registry.names():
+        kw = dict(pretrained="none") if registry.family(name) == "pretrained" else {}
+        model = registry.build(name, num_classes=4, **kw).eval()
         size = 64 if name != "custom_b" else 103
         x = torch.randn(1, 3, size, size)
         before = model(x)
-        assert models.deterministic_pooling(model) >= 1
+        assert registry.deterministic_pooling(model) >= 1
         assert not any(type(m) is torch.nn.AdaptiveAvgPool2d for m in model.modules())
         assert torch.allclose(model(x), before, atol=1e-5), name

@@ -8,7 +8,7 @@ from matplotlib import cbook
 from PIL import Image
 from torchvision import transforms as T
 
-from foodcnn.core import effnet
+from foodcnn.models import effnet
 
 
 def _no_network(*args, **kwargs):

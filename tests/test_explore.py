@@ -1,4 +1,4 @@
-"""Tests for foodcnn.views.explore: the explorer's figure and controls, its notebook headless and in JupyterLab."""
+"""Tests for foodcnn.figures.explore: the explorer's figure and controls, its notebook headless and in JupyterLab."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import papermill as pm
 import pytest
 
 from conftest import GUARD_S, image_axes, png_outputs
-from foodcnn.orchestration import batch
-from foodcnn.views import explore
+from foodcnn.pipeline import batch
+from foodcnn.figures import explore
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

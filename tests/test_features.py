@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from foodcnn.core import checkpoints, models, runs
-from foodcnn.engine import epochs, features, train
+from foodcnn import checkpoints
+from foodcnn.models import registry
+from foodcnn.results import runs
+from foodcnn.training import epochs, features, train
 
 FROZEN = dict(model="resnet18", freeze="head", image_size=32, epochs=2, lr=1e-2)
 
@@ -33,7 +35,7 @@ def killed_in_epoch(epoch: int, p, monkeypatch) -> None:
 
 def test_digest_follows_the_backbone_not_the_head():
     torch.manual_seed(0)
-    model = models.build("resnet18", num_classes=4, pretrained="none", freeze="head")
+    model = registry.build("resnet18", num_classes=4, pretrained="none", freeze="head")
     digest = features.backbone_digest(model)
     with torch.no_grad():
         model.fc.weight.add_(1.0)
@@ -47,9 +49,9 @@ def test_digest_follows_the_backbone_not_the_head():
 
 def test_cache_key_follows_the_kernel_settings(monkeypatch):
     """Deterministic and autotuned (cudnn.benchmark) kernels round differently: their features are kept apart."""
-    from foodcnn.core import data
+    from foodcnn.data import subsets
 
-    split = data.Decoded(None, [], [], [], key="k")
+    split = subsets.Decoded(None, [], [], [], key="k")
     cuda = torch.device("cuda")  # only the key is computed: no GPU needed
     paths = set()
     for det in (False, True):
@@ -103,7 +105,7 @@ def test_a_damaged_feature_cache_entry_is_computed_afresh(tiny_params, caplog):
     assert len(entries) == 3
     for e in entries:
         e.write_bytes(e.read_bytes()[:100])  # truncated, as a full disk or a kill mid-copy leaves it
-    with caplog.at_level(logging.WARNING, logger="foodcnn.engine.features"):
+    with caplog.at_level(logging.WARNING, logger="foodcnn.training.features"):
         redone = train.run(p.replace(runs_dir=str(p.runs_dir) + "/b"))
     assert redone["features_from_disk"] == [] and "damaged" in caplog.text
     assert redone["test_loss"] == clean["test_loss"]
@@ -125,7 +127,7 @@ def test_frozen_run_checkpoints_its_head_and_resumes_exactly(tiny_params, monkey
     for key in ("train_loss", "val_loss", "test_loss", "test_acc", "best_epoch"):
         assert resumed[key] == full[key], key
     # best.pt holds the whole model (the report's filters and feature maps read it), with the best epoch's head.
-    model = models.build("resnet18", num_classes=4, pretrained="none", freeze="head")
+    model = registry.build("resnet18", num_classes=4, pretrained="none", freeze="head")
     model.load_state_dict(checkpoints.load(rdir / runs.BEST)["model"])
     assert checkpoints.load(rdir / runs.BEST)["epoch"] == full["best_epoch"]
 
@@ -136,7 +138,7 @@ def test_resume_over_another_backbone_starts_afresh(tiny_params, monkeypatch, ca
     last_path = runs.run_dir(p) / runs.LAST
     state = checkpoints.load(last_path)
     checkpoints.save(last_path, **{**{k: v for k, v in state.items() if k != "format"}, "backbone": "0" * 24})
-    with caplog.at_level(logging.WARNING, logger="foodcnn.core.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="foodcnn.checkpoints"):
         result = train.run(p, resume=True)
     assert result["resumed_from_epoch"] is None and result["epochs_run"] == 3
     assert "another backbone" in caplog.text

@@ -1,4 +1,4 @@
-"""Tests for foodcnn.views.insight: figures and tables from real (tiny) run directories, the visualise notebook, its pages."""
+"""Tests for foodcnn.figures.insight: figures and tables from real (tiny) run directories, the visualise notebook, its pages."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import papermill as pm
 from matplotlib.figure import Figure
 
 from conftest import GUARD_S, image_axes, png_outputs
-from foodcnn.orchestration import batch, rendering
-from foodcnn.views import insight, report
+from foodcnn.pipeline import batch, rendering
+from foodcnn.figures import insight
+from foodcnn.results import tables
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 PARAMS_DIR = NOTEBOOKS.parent / "params"
@@ -71,7 +72,7 @@ def test_visualise_notebook_headless(tiny_runs, tmp_path):
 def test_render_visualisations_writes_a_page_per_representative(tiny_runs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     root = tiny_runs["t_base"].path.parents[2]
-    study = report.collect(root, "adhoc", PARAMS_DIR)
+    study = tables.collect(root, "adhoc", PARAMS_DIR)
     study.results = study.results[study.results["id"] == "t_base"]  # one page is enough to test the wiring
     pages = rendering.render_visualisations(study, tmp_path / "reports", NOTEBOOKS)
     assert [p.name for p in pages] == ["visualise-adhoc-t_base.html"]

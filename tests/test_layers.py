@@ -1,8 +1,10 @@
-"""The library's layers: each module imports only from its own layer or those below, and no imports go round in a circle.
+"""The library's packages: each module imports only from its own package or those below, and no imports go round in a circle.
 
-A module's layer is the folder it lives in under lib/foodcnn (core -> engine -> views -> orchestration); the
-package's own __init__ belongs to core and its __main__ (`python -m foodcnn`) to orchestration. A module placed
-outside these folders fails the test with a message that names it.
+A module's package is the folder it lives in under lib/foodcnn, in this order from the ground up:
+data -> models -> params -> results -> training -> figures -> pipeline. Two files at the top of lib/foodcnn stand
+below them all (atomic: atomic writes; checkpoints: the checkpoint file format), with the package's own __init__;
+params.py (also at the top) validates model names against the registry, so it stands above models; __main__
+(`python -m foodcnn`) belongs to pipeline. A module placed anywhere else fails the test with a message that names it.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lib" / "foodcnn"
-ORDER = ("core", "engine", "views", "orchestration")
-TOP_LEVEL = {"__init__": "core", "__main__": "orchestration"}
+SHARED = "shared"  # small helpers at the top of lib/foodcnn that every package may use
+ORDER = (SHARED, "data", "models", "params", "results", "training", "figures", "pipeline")
+FOLDERS = tuple(layer for layer in ORDER if (PACKAGE / layer).is_dir())
+TOP_LEVEL = {"__init__": SHARED, "atomic": SHARED, "checkpoints": SHARED, "params": "params", "__main__": "pipeline"}
 
 
 def layer_of(name: str) -> str | None:
@@ -22,7 +26,7 @@ def layer_of(name: str) -> str | None:
     if name in TOP_LEVEL:
         return TOP_LEVEL[name]
     folder = name.split(".")[0]
-    return folder if folder in ORDER else None
+    return folder if folder in FOLDERS else None
 
 
 def module_name(path: Path) -> str:
@@ -79,7 +83,7 @@ def graph() -> dict[str, list[tuple[str, int]]]:
 def test_every_module_has_a_layer():
     unplaced = sorted(name for name in library_modules() if layer_of(name) is None)
     assert not unplaced, (f"lib/foodcnn modules outside the layer folders: {', '.join(unplaced)}. Move each into one "
-                          f"of lib/foodcnn/{{{','.join(ORDER)}}}/ (what it may import decides which)")
+                          f"of lib/foodcnn/{{{','.join(FOLDERS)}}}/ (what it may import decides which)")
 
 
 def test_no_module_imports_a_higher_layer():
@@ -139,7 +143,7 @@ def test_the_readme_layout_names_every_module_in_its_folder():
     for part in section.split("\n- **`")[1:]:
         folder, _, text = part.partition("/`**")
         bullets[folder] = text
-    assert sorted(bullets) == sorted(ORDER)
-    missing = [f"{folder}/{path.name}" for folder in ORDER for path in sorted((PACKAGE / folder).glob("*.py"))
+    assert sorted(bullets) == sorted(FOLDERS)
+    missing = [f"{folder}/{path.name}" for folder in FOLDERS for path in sorted((PACKAGE / folder).glob("*.py"))
                if path.name != "__init__.py" and f"`{path.name}`" not in bullets[folder]]
     assert not missing, "README.md's library layout does not name: " + ", ".join(missing)

@@ -1,8 +1,8 @@
-"""Tests for foodcnn.core.metrics: confusion matrix, per-class accuracy, most-confused pairs, hardest images."""
+"""Tests for foodcnn.results.metrics: confusion matrix, per-class accuracy, most-confused pairs, hardest images."""
 
 import numpy as np
 
-from foodcnn.core import metrics
+from foodcnn.results import metrics
 
 
 def test_confusion_known_matrix():

@@ -8,8 +8,8 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-from foodcnn.orchestration import batch
-from foodcnn.core import params
+from foodcnn.pipeline import batch
+from foodcnn import params
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 EXPERIMENT_NOTEBOOKS = sorted({batch.notebook_for(params.load(f)) for f in batch.catalogue(NOTEBOOKS.parent / "params").values()})

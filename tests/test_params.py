@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from foodcnn.core import params
+from foodcnn import params
 
 
 def write(path, text):

@@ -1,4 +1,4 @@
-"""Tests for foodcnn.core.probing: conv layers found in every family, forward hooks that leave no trace, Grad-CAM."""
+"""Tests for foodcnn.figures.probing: conv layers found in every family, forward hooks that leave no trace, Grad-CAM."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,8 @@ import torch
 import torchvision
 from torch import nn
 
-from foodcnn.core import models, probing
+from foodcnn.models import registry
+from foodcnn.figures import probing
 
 
 def tiny_cnn() -> nn.Sequential:
@@ -54,17 +55,17 @@ def test_feature_layers_tiny_cnn():
 
 def test_feature_layers_of_the_study_cnns_and_efficientnet():
     # VGG and ResNet are covered above; here the study's own small CNNs and EfficientNet-Lite0
-    custom_b = models.build("custom_b", num_classes=4)
+    custom_b = registry.build("custom_b", num_classes=4)
     assert [k.split(" (")[1] for k in probing.feature_layers(custom_b)] == [
         "features.conv1.conv)", "features.conv4.conv)", "features.conv6.conv)"]
-    effnet = models.build("efficientnet_lite0", num_classes=4, pretrained="none")
+    effnet = registry.build("efficientnet_lite0", num_classes=4, pretrained="none")
     labels = list(probing.feature_layers(effnet))
     assert labels[0].endswith("(conv_stem)") and labels[-1].endswith("(conv_head)")
 
 
 def test_cam_layer_is_the_last_conv_with_a_map_of_at_least_4x4(resnet18):
     # at 20 px (baseline) and 32 px (ResNet18) the last conv is 1x1: Grad-CAM moves to the last map of >= 4x4
-    assert probing.cam_layer(models.build("baseline", num_classes=4), 20) == "features.conv3.conv"
+    assert probing.cam_layer(registry.build("baseline", num_classes=4), 20) == "features.conv3.conv"
     assert probing.cam_layer(resnet18, 32) == "layer2.1.conv2"
     assert probing.cam_layer(resnet18, 224) == "layer4.1.conv2"  # 7x7 at 224 px: the paper's choice
     assert probing.cam_layer(resnet18, 32, min_side=64) == "layer4.1.conv2"  # no map that large: the last conv
@@ -150,7 +151,7 @@ def test_grad_cam_pretrained_families_leave_model_untouched(resnet18, vgg16_bn):
 
 
 def test_conv_layers_in_forward_order(resnet18):
-    names = [name for name, _ in models.conv_layers(resnet18)]
+    names = [name for name, _ in registry.conv_layers(resnet18)]
     assert names[0] == "conv1" and names[-1] == "layer4.1.conv2" and len(names) == 20
     with pytest.raises(ValueError, match="no nn.Conv2d"):
-        models.conv_layers(nn.Linear(2, 2))
+        registry.conv_layers(nn.Linear(2, 2))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from foodcnn.orchestration import batch
-from foodcnn.core import params
+from foodcnn.pipeline import batch
+from foodcnn import params
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted(p.stem for p in (ROOT / "params" / "profiles").glob("*.yaml"))

@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 from conftest import verdict_cells
-from foodcnn.views import figures, report, significance
+from foodcnn.figures import summary
+from foodcnn.results import tables, significance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,12 +27,12 @@ def test_rows_follow_the_reports_catalogue_order(tmp_path):
     for rid in ("x_effnet_ft", "a_vgg16_new_lr", "a_new_arc", "a_resnet18_ron_flip", "b_custom1", "a_d_lr",
                 "a_baseline", "a_vgg16_3x"):
         _fake_run(tmp_path / "runs", rid, 0.5)
-    study = report.collect(tmp_path / "runs", "demo", ROOT / "params")
+    study = tables.collect(tmp_path / "runs", "demo", ROOT / "params")
     assert list(study.results["id"]) == ["a_baseline", "a_d_lr", "a_new_arc", "a_vgg16_3x", "a_vgg16_new_lr",
                                          "a_resnet18_ron_flip", "b_custom1", "x_effnet_ft"]
-    assert list(report.table(study, "A")["id"]) == ["a_baseline", "a_d_lr", "a_new_arc", "a_vgg16_3x",
+    assert list(tables.table(study, "A")["id"]) == ["a_baseline", "a_d_lr", "a_new_arc", "a_vgg16_3x",
                                                    "a_vgg16_new_lr", "a_resnet18_ron_flip"]
-    assert list(report.table(study, "A").columns) == report.TABLE_COLUMNS  # the empty table's columns, too
+    assert list(tables.table(study, "A").columns) == tables.TABLE_COLUMNS  # the empty table's columns, too
 
 
 CLASSES = [f"class_{i:02d}" for i in range(20)]
@@ -56,11 +57,11 @@ def _run_with_predictions(runs_dir: Path, rid: str, parent: str | None, right: i
     np.savez(rdir / "predictions.npz", keys=np.array([f"k{i}" for i in range(100)]), y_true=y, y_pred=pred)
 
 
-def _pair_study(tmp_path: Path, synthetic: bool) -> report.Study:
+def _pair_study(tmp_path: Path, synthetic: bool) -> tables.Study:
     # b_custom3 (an extra pool) clearly beats b_baseline: real runs would support report B's claim.
     _run_with_predictions(tmp_path / "runs", "b_baseline", None, 5, synthetic)
     _run_with_predictions(tmp_path / "runs", "b_custom3", "b_baseline", 60, synthetic, epochs_run=7)
-    return report.collect(tmp_path / "runs", "demo", ROOT / "params")
+    return tables.collect(tmp_path / "runs", "demo", ROOT / "params")
 
 
 def test_synthetic_runs_get_pipeline_checks_not_verdicts(tmp_path):
@@ -73,7 +74,7 @@ def test_synthetic_runs_get_pipeline_checks_not_verdicts(tmp_path):
     for styler in (claims, ablation):
         cells = verdict_cells(styler.to_html())
         assert len(cells) == len(styler.data) and not {"supported", "refuted", "better", "worse"} & set(cells)
-    assert "Pipeline check on synthetic data" in figures.ablation_figure(study).axes[0].get_title()
+    assert "Pipeline check on synthetic data" in summary.ablation_figure(study).axes[0].get_title()
     overview = significance.claims_overview(study)
     assert "pipeline check" in overview and "synthetic dataset" in overview
     assert not re.search(r"supported|refuted|cannot tell", overview)
@@ -85,54 +86,55 @@ def test_real_runs_get_verdicts(tmp_path):
     assert claims.loc["b_custom3", "verdict"] == "supported"
     assert list(significance.ablation_table(study).data["verdict"]) == ["better"]
     assert "supported" in verdict_cells(significance.claims_table(study).to_html())
-    assert "Pipeline check" not in figures.ablation_figure(study).axes[0].get_title()
+    assert "Pipeline check" not in summary.ablation_figure(study).axes[0].get_title()
     assert significance.claims_overview(study).startswith("Claims: **1** supported")
 
 
 def test_tables_give_each_rows_scale_and_flag_chance_level_rows(tmp_path):
     study = _pair_study(tmp_path, synthetic=False)
-    t = report.table(study, "B").set_index("id")
+    t = tables.table(study, "B").set_index("id")
     assert t.loc["b_baseline", "scale"] == "15/class · 37 px · 2/25 ep"
     assert t.loc["b_custom3", "scale"] == "15/class · 37 px · 7/25 ep"
     # 5 of 100 right with 20 classes is guessing; 60 of 100 is not
     assert t.loc["b_baseline", "vs chance"].startswith("⚠ at chance")
     assert t.loc["b_custom3", "vs chance"] == "above"
-    html = report.styled(report.table(study, "B")).to_html()
+    html = tables.styled(tables.table(study, "B")).to_html()
     assert "750/class · 224 px · up to 25 ep" in html  # the reports' scale beside ours
     claims = significance.claims_table(study).data.set_index("child")
     assert claims.loc["b_custom3", "scale"] == "15/class · 37 px · 7/25 ep; 15/class · 37 px · 2/25 ep"
-    assert "scale" in report.cost_table(study).columns and "scale" in significance.seed_table(study).data.columns
+    assert "scale" in tables.cost_table(study).columns and "scale" in significance.seed_table(study).data.columns
 
 
 def test_figures_of_a_study_without_runs_say_so(tmp_path):
-    study = report.collect(tmp_path / "runs", "demo", ROOT / "params")
-    for fig, text in ((figures.published_figure(study), "no runs with published figures yet"),
-                      (figures.ablation_figure(study), "no row has both itself and its parent finished")):
+    study = tables.collect(tmp_path / "runs", "demo", ROOT / "params")
+    for fig, text in ((summary.published_figure(study), "no runs with published figures yet"),
+                      (summary.ablation_figure(study), "no row has both itself and its parent finished")):
         (ax,) = fig.axes
         assert [t.get_text() for t in ax.texts] == [text] and not ax.axison
-    assert figures.curve_figures(study) == []
+    assert summary.curve_figures(study) == []
 
 
 def test_a_study_without_finished_runs_still_renders_every_table(tmp_path):
     # a batch whose every row failed still gets its report (it lists the failures): no table may crash on it
-    from foodcnn.views import insight, significance
+    from foodcnn.figures import insight
+    from foodcnn.results import significance
 
-    study = report.collect(tmp_path / "runs", "demo", ROOT / "params")
+    study = tables.collect(tmp_path / "runs", "demo", ROOT / "params")
     for r in ("A", "B", "X"):
-        df = report.table(study, r)
-        assert list(df.columns) == report.TABLE_COLUMNS and df.empty
-        report.styled(df).to_html()
+        df = tables.table(study, r)
+        assert list(df.columns) == tables.TABLE_COLUMNS and df.empty
+        tables.styled(df).to_html()
     for make in (significance.seed_table, significance.ablation_table, significance.claims_table,
-                 significance.findings_table, report.cost_table):
+                 significance.findings_table, tables.cost_table):
         make(study)
-    report.banner(study), report.problems(study)
-    assert report.overview(study).startswith("No finished runs under profile `demo` yet")
+    tables.banner(study), tables.problems(study)
+    assert tables.overview(study).startswith("No finished runs under profile `demo` yet")
     assert not insight.representative_runs(study)
 
 
 def test_scale_text_shows_a_range_of_epochs_over_seeds():
-    assert report.scale_text(400, 64, [3, 5, 4], 12) == "400/class · 64 px · 3–5/12 ep"
-    assert report.scale_text(None, 64, [], None) == "?/class · 64 px · ?/? ep"
+    assert tables.scale_text(400, 64, [3, 5, 4], 12) == "400/class · 64 px · 3–5/12 ep"
+    assert tables.scale_text(None, 64, [], None) == "?/class · 64 px · ?/? ep"
 
 
 def test_damaged_or_hand_edited_run_directories_are_listed_as_failed_and_named(tmp_path, caplog):
@@ -156,7 +158,7 @@ def test_damaged_or_hand_edited_run_directories_are_listed_as_failed_and_named(t
     (seed0["b_custom1"] / "result.json").unlink()
     (seed0["b_custom1"] / "error.txt").write_bytes("KeyError: 'crème'\n".encode("latin-1"))
     caplog.set_level(logging.WARNING)
-    study = report.collect(runs_dir, "demo", ROOT / "params")
+    study = tables.collect(runs_dir, "demo", ROOT / "params")
     assert list(study.results["id"]) == ["a_baseline", "b_baseline"]  # the readable runs are all reported
     failed = dict(zip(study.failed["id"], study.failed["error"]))
     assert set(failed) == {"a_d_lr", "a_i_lr", "a_new_arc", "a_ron_flip", "b_custom1"}

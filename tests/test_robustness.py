@@ -18,9 +18,13 @@ import yaml
 from PIL import Image
 
 from conftest import write_food101
-from foodcnn.orchestration import cli
-from foodcnn.core import checkpoints, data, models, params, runs
-from foodcnn.engine import train
+from foodcnn.pipeline import cli
+from foodcnn import checkpoints
+from foodcnn.data import subsets
+from foodcnn.models import registry
+from foodcnn import params
+from foodcnn.results import runs
+from foodcnn.training import train
 
 COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "best_epoch", "epochs_run")
 
@@ -86,7 +90,7 @@ def test_bad_images_are_converted_or_skipped_and_named(tmp_path, tiny_params):
     for cache in ("cache", "fresh"):  # bad_images: fail, from the cache and decoding afresh
         strict = p.replace(bad_images="fail", runs_dir=str(tmp_path / f"strict_{cache}"),
                            cache_dir=str(tmp_path / cache))
-        with pytest.raises(data.BadImageError, match="unreadable image") as e:
+        with pytest.raises(subsets.BadImageError, match="unreadable image") as e:
             train.run(strict)
         assert any(f"{k}.jpg" in str(e.value) for k in bad)
         assert not (tmp_path / f"strict_{cache}").exists()  # refused before anything was written
@@ -102,7 +106,7 @@ def test_bad_parameters_fail_at_the_door(tmp_path, tiny_synth, capsys):
                          runs_dir=str(tmp_path / "runs"))
     assert cli.main(["run", str(pizza)]) == 2
     err = capsys.readouterr().err
-    assert "key 'classes': pizza" in err and data.load_subset(tiny_synth, num_classes=4).classes[0] in err
+    assert "key 'classes': pizza" in err and subsets.load_subset(tiny_synth, num_classes=4).classes[0] in err
     assert not (tmp_path / "runs").exists()
 
 
@@ -111,9 +115,9 @@ def test_bad_parameters_fail_at_the_door(tmp_path, tiny_synth, capsys):
 TIMED_CLI = """
 import os, sys, time
 from pathlib import Path
-from foodcnn.orchestration import cli
-from foodcnn.core import checkpoints
-from foodcnn.engine import epochs
+from foodcnn.pipeline import cli
+from foodcnn import checkpoints
+from foodcnn.training import epochs
 
 now, calls, real = [0.0], [0], epochs.train_one_epoch
 
@@ -299,7 +303,7 @@ def test_full_disk_gives_a_clear_error_and_keeps_the_old_file(tmp_path, monkeypa
 
     import torch
 
-    from foodcnn.core import atomic
+    from foodcnn import atomic
 
     target = tmp_path / "best.pt"
     atomic.atomic_torch_save(target, {"w": torch.zeros(3)})
@@ -336,7 +340,7 @@ def _damage(case: str, tmp_path) -> tuple[dict, list[str], list[str]]:
             f"weights_path {tmp_path / 'w.pth'} cannot be loaded", "failed finding central directory): the file is "
             "damaged", "resnet18-f37072fd.pth"]  # torch's first sentence only, not its guesses about miniz
     if case == "another architecture's weights":
-        torch.save(models.build("baseline").state_dict(), tmp_path / "w.pth")
+        torch.save(registry.build("baseline").state_dict(), tmp_path / "w.pth")
         return {**keys, **resnet, "weights_path": str(tmp_path / "w.pth")}, [], [
             "does not fit resnet18 (122 of resnet18's 122 tensors missing", "32 unexpected: features.conv1.conv.weight"]
     if case == "--set without =":
@@ -413,7 +417,7 @@ def test_without_a_terminal_progress_is_one_line_per_epoch(tmp_path, tiny_synth)
     piped = _cli("run", str(exp), "--out", str(tmp_path / "piped"))  # stderr is a pipe, as in a log file or CI
     assert piped.returncode == 0, piped.stderr
     epochs = [line for line in piped.stderr.splitlines() if "epoch" in line]
-    assert len(epochs) == 2 and epochs[1].startswith("INFO foodcnn.engine.train: p seed 0 epoch 2/2: train loss ")
+    assert len(epochs) == 2 and epochs[1].startswith("INFO foodcnn.training.train: p seed 0 epoch 2/2: train loss ")
     assert "\r" not in piped.stderr and "it/s" not in piped.stderr
 
     master, slave = pty.openpty()  # a terminal keeps tqdm's bars

@@ -1,11 +1,11 @@
-"""Tests for foodcnn.views.runview: a finished run's test images, model, labels and Grad-CAM layer, from real (tiny) runs."""
+"""Tests for foodcnn.figures.runview: a finished run's test images, model, labels and Grad-CAM layer, from real (tiny) runs."""
 
 from __future__ import annotations
 
 import torch
 
-from foodcnn.core import probing, viz
-from foodcnn.views import runview
+from foodcnn.figures import probing, plots as viz
+from foodcnn.figures import runview
 
 
 def test_test_images_follow_predictions(tiny_runs):

@@ -12,8 +12,10 @@ import torch
 from PIL import Image
 
 from conftest import REPO
-from foodcnn.core import data, images, models, params, transforms
-from foodcnn.engine import streams
+from foodcnn.data import subsets, images, transforms
+from foodcnn.models import registry
+from foodcnn import params
+from foodcnn.training import streams
 
 
 def _load(name: str):
@@ -34,7 +36,7 @@ def reference():
 
 @pytest.fixture(scope="module")
 def subset(tiny_synth):
-    return data.load_subset(tiny_synth, num_classes=4)
+    return subsets.load_subset(tiny_synth, num_classes=4)
 
 
 def _torchvision_geometry(w: int, h: int, size: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -55,14 +57,14 @@ def _foodcnn_geometry(w: int, h: int, size: int) -> tuple[tuple[int, int], tuple
 def test_cache_returns_the_pixels_of_the_direct_pil_path(subset, tmp_path, size):
     samples = subset.train[:24]
     direct = np.stack([images.load_resized(s.path, size) for s in samples])
-    cold = data.decode(samples, size, cache_dir=tmp_path, progress=False)
-    warm = data.decode(samples, size, cache_dir=tmp_path, progress=False)  # read back from the .npy
+    cold = subsets.decode(samples, size, cache_dir=tmp_path, progress=False)
+    warm = subsets.decode(samples, size, cache_dir=tmp_path, progress=False)  # read back from the .npy
     assert isinstance(warm.images, np.memmap)
     assert np.array_equal(cold.images, direct) and np.array_equal(np.asarray(warm.images), direct)
     assert warm.keys == [s.key for s in samples] and list(warm.labels) == [s.label for s in samples]
     # data.batches hands those same pixels out, each image once
     seen = {}
-    for x, y in data.batches(warm, 5, shuffle=True, generator=torch.Generator().manual_seed(0)):
+    for x, y in subsets.batches(warm, 5, shuffle=True, generator=torch.Generator().manual_seed(0)):
         assert x.dtype == torch.uint8
         for img, label in zip(x.numpy(), y.tolist()):
             idx = next(i for i in range(len(direct)) if np.array_equal(direct[i], img))
@@ -91,8 +93,8 @@ def test_cache_matches_torchvision_resize_centercrop(subset, size, reference):
     # after normalisation both paths give the model the same input, up to the same rounding
     im = images.read_rgb(subset.train[0].path)
     ref_x = reference.make_transform(size)(im)
-    our_x = transforms.normalise(torch.from_numpy(images.resize_center(im, size))[None], models.IMAGENET_MEAN,
-                                 models.IMAGENET_STD)[0]
+    our_x = transforms.normalise(torch.from_numpy(images.resize_center(im, size))[None], registry.IMAGENET_MEAN,
+                                 registry.IMAGENET_STD)[0]
     assert ref_x.shape == our_x.shape
     assert (ref_x - our_x).abs().mean() < 0.1  # ~4 levels of 255 over std 0.225
     exact = reference.make_transform(size)(Image.fromarray(images.resize_center(im, size).transpose(1, 2, 0)))
@@ -115,7 +117,7 @@ def test_bench_helpers_run_the_library_path(subset, tmp_path):
     _load("reference")
     bench = _load("measure")
     setup = bench.Setup(subset, torch.device("cpu"), tmp_path / "cache", params.Params())
-    ref_split = setup.reference_train(20, models.IMAGENET_MEAN, models.IMAGENET_STD)
+    ref_split = setup.reference_train(20, registry.IMAGENET_MEAN, registry.IMAGENET_STD)
     ref_paths = sorted(ref_split.dataset.samples[i][0] for i in ref_split.indices)
     assert ref_paths == sorted(str(s.path) for s in subset.train)
     ours = bench.measure_ours(setup, "baseline", 20, 8, warmup=1, steps=2)
@@ -126,13 +128,13 @@ def test_bench_helpers_run_the_library_path(subset, tmp_path):
     assert feats["dim"] == 512 and feats["images_per_s"] > 0
     run = bench.measure_frozen_run(setup, "resnet18", epochs=1)  # a_resnet18 through train.run, twice
     assert run["cold_from_disk"] == [] and run["warm_from_disk"] == ["train", "val", "test"]
-    assert isinstance(streams.head_of(models.build("resnet18", pretrained="none", freeze="head")), torch.nn.Linear)
+    assert isinstance(streams.head_of(registry.build("resnet18", pretrained="none", freeze="head")), torch.nn.Linear)
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "CMYK"])
 def test_reduced_scale_jpeg_decode_keeps_the_full_decodes_geometry_and_pixels(tmp_path, mode):
     """A Food-101-sized JPEG decoded at 1/4 scale for a small cache size: same crop, within a few grey levels."""
-    from foodcnn.core import synth
+    from foodcnn.data import synth
 
     full = synth.render(3, (512, 341), np.random.default_rng(0)).convert(mode)
     path = tmp_path / "big.jpg"

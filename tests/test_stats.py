@@ -1,4 +1,4 @@
-"""Tests for foodcnn.core.stats on constructed predictions with known answers."""
+"""Tests for foodcnn.results.stats on constructed predictions with known answers."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from foodcnn.core import stats
-from foodcnn.core.stats import Interval
+from foodcnn.results import stats
+from foodcnn.results.stats import Interval
 
 N_CLASSES = 20
 

@@ -7,7 +7,7 @@ import pytest
 import torchvision
 from PIL import Image
 
-from foodcnn.core import synth
+from foodcnn.data import synth
 
 SMALL = dict(num_classes=3, train_per_class=4, test_per_class=3, max_side=64, progress=False)
 
@@ -120,7 +120,7 @@ def test_class_count_limits():
     (["--max-side", "4"], "max_side must be at least 16, got 4"),
 ])
 def test_data_synth_options_out_of_range_exit_2_and_write_nothing(tmp_path, capsys, args, says):
-    from foodcnn.orchestration import cli
+    from foodcnn.pipeline import cli
 
     assert cli.main(["data", "synth", "--out", str(tmp_path / "d"), *args]) == 2
     assert f"error: data synth: {says}" in capsys.readouterr().err

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from foodcnn.core import checkpoints, runs
-from foodcnn.engine import epochs, train
+from foodcnn import checkpoints
+from foodcnn.results import runs
+from foodcnn.training import epochs, train
 
 
 def test_tiny_run_lowers_loss_and_writes_run_directory(tiny_params):

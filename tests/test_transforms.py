@@ -7,7 +7,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from foodcnn.core import transforms
+from foodcnn.data import transforms
 
 S = 16
 

@@ -14,12 +14,12 @@ from nbformat.v4 import new_code_cell, new_markdown_cell
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 import viz_notebooks  # noqa: E402  (tools/ is sys.path[0] when this file runs as a script)
-from foodcnn.core import params  # noqa: E402
+from foodcnn import params  # noqa: E402
 from notebook_files import parameters, save  # noqa: E402
 
 
 def params_cell() -> str:
-    lines = ["# Parameters (papermill injects a cell after this one). Defaults: foodcnn.core.params.Params."]
+    lines = ["# Parameters (papermill injects a cell after this one). Defaults: foodcnn.params.Params."]
     for name, f in params.FIELDS.items():
         default = f.default if f.default_factory is params.dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         lines.append(f"{name} = {default!r}")
@@ -28,9 +28,11 @@ def params_cell() -> str:
 
 EXPERIMENT_SETUP = """\
 %matplotlib inline
-from foodcnn.core import params, probing, runs, viz, viz_inside
-from foodcnn.engine import train
-from foodcnn.views import report as tables  # not `report`: that name is a parameter (the row's report: A, B or X)
+from foodcnn import params
+from foodcnn.figures import probing, plots as viz, filters as viz_inside
+from foodcnn.results import runs
+from foodcnn.training import train
+from foodcnn.results import tables  # not `report`: that name is a parameter (the row's report: A, B or X)
 
 p = params.from_mapping({k: globals()[k] for k in params.FIELDS}, source="notebook parameters")
 tables.describe_params(p)"""
@@ -60,7 +62,7 @@ KINDS = {
                      "Every change the reports made to the baseline: report A's initialisation, dropout, learning "
                      "rate, flip and architecture (`custom_a`); report B's custom1–custom7 (extra convolutions, "
                      "SiLU, an extra max-pool, learning rate, and the `custom_b` architecture). Each row is a "
-                     "configuration of one builder, `foodcnn.core.models.build`."),
+                     "configuration of one builder, `foodcnn.models.registry.build`."),
     "vgg.ipynb": ("VGG16 transfer learning",
                   "torchvision's VGG16 (report A) and VGG16-BN (report B) with the last classifier layer replaced "
                   "by a 20-class head, under the freezing policies `head`, `none`, `conv1` and `every_nth:k`. "

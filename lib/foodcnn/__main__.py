@@ -1,5 +1,5 @@
-"""`python -m foodcnn`: the command line (foodcnn.orchestration.cli)."""
+"""`python -m foodcnn`: the command line (foodcnn.pipeline.cli)."""
 
-from foodcnn.orchestration.cli import main
+from .pipeline.cli import main
 
 raise SystemExit(main())

@@ -1,1 +1,0 @@
-"""Engine: one run trained and evaluated (train), frozen-backbone features computed once (features)."""

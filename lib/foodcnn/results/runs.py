@@ -1,0 +1,198 @@
+"""The run directory: where a run writes its parameters, metrics, result, checkpoints and predictions, and how later stages read them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import params as params_mod
+from ..atomic import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+PARAMS = "params.yaml"
+METRICS = "metrics.csv"
+RESULT = "result.json"
+BEST = "best.pt"
+LAST = "last.pt"
+PREDICTIONS = "predictions.npz"
+NOTEBOOK = "notebook.ipynb"
+ERROR = "error.txt"
+
+FINISHED = ("ok", "diverged")  # statuses of a run that needs no re-run
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
+
+
+def run_dir(p: params_mod.Params, out: str | Path | None = None) -> Path:
+    """Return the directory of a run: <runs_dir>/<profile>/<id>/seed<seed> unless `out` names one."""
+    if out is not None:
+        return Path(out)
+    return Path(p.runs_dir) / (p.profile or "adhoc") / p.id / f"seed{p.seed}"
+
+
+class ResultError(ValueError):
+    """result.json exists but is damaged, or was edited into something a run never writes."""
+
+
+_NUMBER = (int, float, type(None))
+# What readers of result.json rely on: key -> accepted types. train.run writes all of them; a reader needs
+# REQUIRED_RESULT_KEYS and reads the others where present.
+REQUIRED_RESULT_KEYS = ("status",)
+RESULT_TYPES: dict[str, tuple[type, ...]] = {
+    "status": (str,), "id": (str,), "seed": (int,), "model": (str,), "data": (dict,), "best_epoch": (int, type(None)),
+    **{k: (int,) for k in ("image_size", "epochs_run", "params_total", "params_trainable", "bad_image_count")},
+    **{k: _NUMBER for k in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "wall_time_s")},
+}
+ACCURACIES = ("train_acc", "val_acc", "test_acc")
+
+
+def load_result(path: str | Path) -> dict[str, Any] | None:
+    """Return result.json of a run directory, None when there is none; raise ResultError when it is damaged."""
+    f = Path(path) / RESULT  # exactly this name: a killed write's ".result.json.*.tmp" is never read
+    if not f.is_file():
+        return None
+    try:
+        r = json.loads(f.read_bytes().decode("utf-8"))
+    except ValueError as e:  # not JSON, not UTF-8
+        raise ResultError(f"{f} is damaged ({type(e).__name__}: {e})") from None
+    if not isinstance(r, dict):
+        raise ResultError(f"{f} holds a {type(r).__name__}, not a run's result (a mapping)")
+    for key in REQUIRED_RESULT_KEYS:
+        if key not in r:
+            raise ResultError(f"{f}: key '{key}' is missing; every finished run writes it")
+    for key, types in RESULT_TYPES.items():
+        if key not in r:
+            continue
+        v = r[key]
+        if not isinstance(v, types) or isinstance(v, bool):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ResultError(f"{f}: key '{key}' is {v!r}; a run writes {names} there")
+    if r["status"] not in FINISHED:
+        raise ResultError(f"{f}: key 'status' is {r['status']!r}; a run writes one of {', '.join(FINISHED)}")
+    for key in ACCURACIES:
+        if r.get(key) is not None and not 0 <= r[key] <= 1:
+            raise ResultError(f"{f}: key '{key}' is {r[key]!r}; accuracies are fractions from 0 to 1 (0.552 for 55.2 %)")
+    return r
+
+
+def read_result(path: str | Path) -> dict[str, Any] | None:
+    """Return result.json of a run directory, or None when the run has not finished or its result is damaged."""
+    try:
+        return load_result(path)
+    except ResultError:
+        return None
+
+
+def write_result(path: str | Path, result: dict[str, Any]) -> None:
+    """Write result.json atomically (it is the last file a run writes)."""
+    atomic_write_text(Path(path) / RESULT, json.dumps(result, indent=2, default=str))
+
+
+def write_metrics(path: str | Path, rows: list[dict[str, float]]) -> None:
+    """Write the per-epoch metrics (one row per epoch, METRIC_COLUMNS) to metrics.csv atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r[k] for k in METRIC_COLUMNS})
+    atomic_write_text(Path(path) / METRICS, buf.getvalue())
+
+
+def write_predictions(path: str | Path, keys: list[str], ev: dict[str, Any]) -> None:
+    """Write per-image test predictions (see Run.predictions) to predictions.npz atomically."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, keys=np.array(keys), y_true=ev["y"].astype(np.int16), y_pred=ev["pred"].astype(np.int16),
+                        loss=ev["losses"].astype(np.float32), prob=ev["prob"].astype(np.float16))
+    atomic_write_bytes(Path(path) / PREDICTIONS, buf.getvalue())
+
+
+def is_finished(path: str | Path, p: params_mod.Params | None = None) -> bool:
+    """Return True when the run finished (ok or diverged) and, if `p` is given, with the same parameters."""
+    r = read_result(path)
+    if r is None or r.get("status") not in FINISHED:
+        return False
+    return p is None or r.get("fingerprint") == p.fingerprint()
+
+
+def list_runs(root: str | Path) -> list[Path]:
+    """Return every run directory (one with params.yaml) under `root`, sorted."""
+    return sorted(f.parent for f in Path(root).rglob(PARAMS))
+
+
+@dataclass
+class Run:
+    """A run directory opened for reading."""
+
+    path: Path
+
+    @cached_property
+    def params(self) -> params_mod.Params:
+        """Return the run's resolved parameters."""
+        return params_mod.from_mapping(params_mod.read_yaml(self.path / PARAMS), source=str(self.path / PARAMS))
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """Return result.json, or None while the run is unfinished."""
+        return read_result(self.path)
+
+    @property
+    def metrics(self) -> "Any":
+        """Return the per-epoch metrics as a pandas DataFrame (empty before the first epoch)."""
+        import pandas as pd
+
+        f = self.path / METRICS
+        if not f.is_file():
+            return pd.DataFrame(columns=METRIC_COLUMNS)
+        try:
+            df = pd.read_csv(f)
+            missing = [c for c in METRIC_COLUMNS if c not in df.columns]
+            if missing:
+                raise ValueError(f"no column {', '.join(missing)}")
+            df[METRIC_COLUMNS].apply(pd.to_numeric)  # a hand-edited word fails here, not in a plot
+        except ValueError as e:  # not CSV, not UTF-8, empty, edited
+            log.warning("%s is damaged (%s); the run's curves are left out", f, e)
+            return pd.DataFrame(columns=METRIC_COLUMNS)
+        return df
+
+    @property
+    def predictions(self) -> dict[str, np.ndarray]:
+        """Return per-image test predictions: keys, y_true, y_pred, loss, prob (float16 N x C)."""
+        with np.load(self.path / PREDICTIONS, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+
+    def model(self, checkpoint: str = BEST) -> "Any":
+        """Return the model with the checkpoint's weights loaded, in eval mode, on the CPU."""
+        from .. import checkpoints
+        from ..models import registry
+
+        import itertools
+
+        import torch
+
+        p = self.params.replace(pretrained="none")  # the checkpoint holds every weight
+        state = checkpoints.load(self.path / checkpoint)["model"]
+        # Built on the meta device, the weights are not initialised only to be overwritten (VGG16 has 134 M of
+        # them). Anything the checkpoint does not hold would stay on "meta": then build for real.
+        with torch.device("meta"):
+            model = registry.build_from_params(p)
+        model.load_state_dict(state, assign=True)
+        if any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers())):
+            model = registry.build_from_params(p)
+            model.load_state_dict(state)
+        return model.eval()
+
+
+def open_run(path: str | Path) -> Run:
+    """Return a Run for a run directory, with a clear error when it is not one."""
+    path = Path(path)
+    if not (path / PARAMS).is_file():
+        raise FileNotFoundError(f"{path} is not a run directory (no {PARAMS}); runs are written by `python -m foodcnn run`")
+    return Run(path)
