@@ -96,7 +96,7 @@ def summary() -> None:
                           "theirs: **A** — *Implementation of Four Convolution Neural Network and Their "
                           "Visualization*; **B** — *Diving Deep for Accuracy with Convolutional Neural Networks*."),
         new_code_cell("%matplotlib inline\nfrom IPython.display import HTML, Markdown, display\n"
-                      "from foodcnn.views import figures, report, significance\n\n"
+                      "from foodcnn.figures import summary as figures\nfrom foodcnn.results import significance, tables as report\n\n"
                       "study = report.collect(runs_dir, profile, params_dir)\n"
                       "display(HTML(report.banner(study)))\n"
                       "display(Markdown(report.overview(study)))"),
@@ -115,7 +115,7 @@ def summary() -> None:
         new_code_cell("for fig in figures.curve_figures(study):\n    display(fig)"),
         new_markdown_cell("## Inside the networks\n\nWhat the best run of each model family (highest test accuracy, "
                           "seed 0) learned and where it looks (SPEC §5)."),
-        new_code_cell("from foodcnn.views import insight\n\nreps = insight.representative_runs(study)\n"
+        new_code_cell("from foodcnn.figures import insight\n\nreps = insight.representative_runs(study)\n"
                       "display(Markdown(insight.visualisation_links(study)))"),
         new_markdown_cell("### First-layer filters\n\nEvery first-layer filter, shifted to be non-negative and "
                           "divided by its maximum, as an RGB tile (SPEC §5): the representatives first, then every "

@@ -27,7 +27,7 @@ def visualise() -> None:
             "the same test images through several models at the end."),
         parameters('run_dir = ""\ncompare_dirs = []\nmax_images = 8'),
         new_code_cell("%matplotlib inline\nfrom IPython.display import Markdown, display\n"
-                      "from foodcnn.views import insight, report, runview\n\n"
+                      "from foodcnn.figures import insight, runview\nfrom foodcnn.results import tables as report\n\n"
                       "run = runview.open_run(run_dir)\n"
                       "display(Markdown(runview.describe(run)))\n"
                       "report.run_card(run.result)"),
@@ -85,7 +85,7 @@ def explore() -> None:
             "Open this notebook in JupyterLab (`make lab`) and run all cells: the controls need a live kernel. "
             "`runs_dir`/`profile` choose which runs are listed; `run_dir` puts one run first."),
         parameters('runs_dir = "runs"\nprofile = "demo"\nrun_dir = ""'),
-        new_code_cell("%matplotlib inline\nfrom foodcnn.views import explore\n\n"
+        new_code_cell("%matplotlib inline\nfrom foodcnn.figures import explore\n\n"
                       "explorer = explore.Explorer(explore.finished_runs(runs_dir, profile, run_dir))\n"
                       "explorer.widget"),
         new_markdown_cell("## The first selection, as a plain figure\n\nExported pages (HTML, PDF) cannot run the "
