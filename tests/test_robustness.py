@@ -387,7 +387,7 @@ def test_a_finished_run_is_kept_unless_rerun_is_asked_for(tmp_path, tiny_synth, 
     assert {f.name: f.read_bytes() for f in rdir.iterdir()} == files
 
     assert cli.main(["run", str(exp), "--out", str(rdir), "--resume", "--set", "lr=0.002"]) == 2
-    assert "holds a finished run of other parameters; nothing was changed" in capsys.readouterr().err
+    assert "holds a finished run of other parameters (lr: 0.001 -> 0.002); nothing was changed" in capsys.readouterr().err
     result = json.loads(files[runs.RESULT])
     edits = {"test_acc": ({**result, "test_acc": 55.2}, "key 'test_acc' is 55.2; accuracies are fractions"),
              "broken": ("{\"status\": \"ok\",", "result.json is damaged (JSONDecodeError")}
@@ -437,3 +437,43 @@ def test_without_a_terminal_progress_is_one_line_per_epoch(tmp_path, tiny_synth)
     os.close(master)
     assert proc.wait(timeout=300) == 0, shown.decode(errors="replace")
     assert b"\r" in shown and b"2/2 [" in shown and b"epoch 2/2: train loss" not in shown
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+def test_an_interrupted_rerun_keeps_the_old_result_until_the_new_one_is_complete(tmp_path, tiny_synth, stop):
+    exp, p, ref, _ = _ref_run(tmp_path, tiny_synth)
+    rdir = tmp_path / "ref"
+    old = (rdir / runs.RESULT).read_bytes()
+    old_predictions = (rdir / runs.PREDICTIONS).read_bytes()
+    run = ["run", str(exp), "--set", "epochs=6", "--out", str(rdir), "--rerun"]
+    proc, go = _timed_cli(tmp_path, run, block=2)  # the re-run is in its second epoch
+    proc.send_signal(stop)
+    if stop == signal.SIGTERM:
+        go.touch()  # SIGTERM finishes the epoch, checkpoints it, then stops
+    proc.wait(timeout=600)
+    assert proc.returncode != 0, (tmp_path / "log.txt").read_text()
+    # the finished run is still there, whole, and still finished; the unfinished re-run stands beside it, unlisted
+    assert (rdir / runs.RESULT).read_bytes() == old and (rdir / runs.PREDICTIONS).read_bytes() == old_predictions
+    assert runs.is_finished(rdir, p)
+    assert runs.staging_dir(rdir).is_dir() and runs.list_runs(tmp_path) == [rdir]
+    # a re-run that completes takes its place
+    done = _cli(*run[:-1], "--rerun", "--set", "seed=1")
+    assert done.returncode == 0, done.stderr
+    assert runs.load_result(rdir)["seed"] == 1 and not runs.staging_dir(rdir).exists()
+
+
+def test_a_swap_stopped_between_its_renames_is_undone(tmp_path):
+    rdir = tmp_path / "runs" / "demo" / "a" / "seed0"
+    old = runs.staging_dir(rdir).with_name(".seed0.replaced")
+    old.mkdir(parents=True)
+    (old / runs.RESULT).write_text("{}")
+    runs.recover_swap(rdir)  # stopped after the old run was moved aside, before the new one came in
+    assert (rdir / runs.RESULT).is_file() and not old.exists()
+
+
+def test_a_refused_run_names_the_parameters_that_differ(tmp_path, tiny_synth):
+    exp, p, ref, _ = _ref_run(tmp_path, tiny_synth)
+    done = _cli("run", str(exp), "--out", str(tmp_path / "ref"), "--set", "epochs=7", "--set", "lr=0.01")
+    assert done.returncode == 2
+    assert "epochs: 6 -> 7" in done.stderr and "lr: 0.001 -> 0.01" in done.stderr, done.stderr
+    assert "seed" not in done.stderr.split("(")[1].split(")")[0]  # only what differs

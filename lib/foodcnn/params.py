@@ -21,6 +21,7 @@ INITS = ("xavier", "normal")
 PRETRAINED_MODES = ("required", "auto", "none")
 BAD_IMAGE_MODES = ("skip", "fail")
 DEVICES = ("auto", "cpu", "cuda")
+SCHEDULES = ("constant", "cosine")
 FREEZE_RE = re.compile(r"^(none|head|conv1|every_nth:[1-9][0-9]*)$")
 FREEZE_CHOICES = "none, head, conv1, every_nth:K (K >= 1)"
 MAX_SEED = 2**63 - 1
@@ -60,6 +61,14 @@ class Params:
     weights_path: str | None = None  # explicit local ImageNet state dict
     # training
     lr: float = 1e-3
+    # fine-tuning a pretrained backbone (rows whose backbone trains, freeze != head; training/finetune.py). The
+    # defaults are the reports' recipe: every layer at `lr` from the first step, BatchNorm statistics updated.
+    head_epochs: int = 0  # first train the new head alone on the frozen backbone's cached features, this many epochs
+    head_lr: float | None = None  # ... at this learning rate (None: lr)
+    backbone_lr_scale: float = 1.0  # then the backbone at lr * this, the head at lr
+    warmup_epochs: float = 0.0  # learning rates rise linearly from 0 over this many epochs ...
+    schedule: str = "constant"  # ... then stay (constant) or fall to 0 by the last epoch (cosine)
+    bn_frozen: bool = False  # the backbone's BatchNorm layers keep their pretrained statistics (eval mode)
     batch_size: int = 32
     epochs: int = 25
     patience: int = 5
@@ -102,6 +111,11 @@ class Params:
     def fingerprint(self) -> str:
         """Return a short hash of the fields that determine a run's results."""
         d = {k: v for k, v in self.to_dict().items() if k not in NON_RESULT_FIELDS}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def recipe_fingerprint(self) -> str:
+        """Return fingerprint() without the row's id: two rows with equal recipes train the same network."""
+        d = {k: v for k, v in self.to_dict().items() if k not in NON_RESULT_FIELDS | {"id"}}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> "Params":
@@ -191,6 +205,7 @@ def _check(source: str, p: Params) -> None:
     _choice(source, "pretrained", p.pretrained, PRETRAINED_MODES)
     _choice(source, "bad_images", p.bad_images, BAD_IMAGE_MODES)
     _choice(source, "device", p.device, DEVICES)
+    _choice(source, "schedule", p.schedule, SCHEDULES)
     if not FREEZE_RE.match(p.freeze):
         raise ParamsError(f"{source}: key 'freeze': unknown policy {p.freeze!r}. Valid choices: {FREEZE_CHOICES}")
     positive = {"lr": p.lr, "batch_size": p.batch_size, "epochs": p.epochs, "patience": p.patience,
@@ -204,6 +219,12 @@ def _check(source: str, p: Params) -> None:
         raise ParamsError(f"{source}: key 'val_fraction': must be in (0, 1), got {p.val_fraction!r}")
     if not p.checkpoint_every_s >= 0:  # NaN fails too; .inf means only when interrupted
         raise ParamsError(f"{source}: key 'checkpoint_every_s': must be >= 0 seconds, got {p.checkpoint_every_s!r}")
+    if p.head_epochs < 0 or p.warmup_epochs < 0:
+        raise ParamsError(f"{source}: keys 'head_epochs', 'warmup_epochs': must be >= 0, got {p.head_epochs!r}, "
+                          f"{p.warmup_epochs!r}")
+    if not p.backbone_lr_scale > 0 or (p.head_lr is not None and not p.head_lr > 0):
+        raise ParamsError(f"{source}: keys 'backbone_lr_scale', 'head_lr': must be > 0, got {p.backbone_lr_scale!r}, "
+                          f"{p.head_lr!r}")
     if p.extra_convs < 0:
         raise ParamsError(f"{source}: key 'extra_convs': must be >= 0, got {p.extra_convs!r}")
     for key in ("max_train_per_class", "max_test_per_class"):
@@ -311,13 +332,39 @@ def _by_model(section: Any, source: str) -> dict[str, dict[str, Any]]:
     return {str(k): dict(v) for k, v in section.items()}
 
 
+# And one catalogue row on its own: `by_row: {a_custom: {seeds: [0, 1, 2]}}` applies to the row with that id, after
+# the profile's keys and its by_model overlay and before command-line overrides. A profile uses it where a row's
+# role in the study asks for it (the rows behind a headline finding get several seeds).
+BY_ROW = "by_row"
+
+
+def _by_row(section: Any, source: str) -> dict[str, dict[str, Any]]:
+    """Return a profile's per-row overlays, checked: known keys, valid values, no change of id or model."""
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping):
+        raise ParamsError(f"{source}: key '{BY_ROW}': expected a mapping of row id: {{key: value}}, got {section!r}")
+    for row, keys in section.items():
+        if not isinstance(keys, Mapping):
+            raise ParamsError(f"{source}: key '{BY_ROW}.{row}': expected a mapping of key: value, got {keys!r}")
+        for fixed in ("id", "model"):
+            if fixed in keys:
+                raise ParamsError(f"{source}: key '{BY_ROW}.{row}.{fixed}': a per-row overlay cannot change the {fixed}")
+        for key, value in keys.items():
+            from_mapping({key: value}, source=f"{source} ({BY_ROW}.{row})")  # unknown keys, bad values
+    return {str(k): dict(v) for k, v in section.items()}
+
+
 def load(
     path: str | Path,
     profile: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     params_dir: str | Path | None = None,
 ) -> Params:
-    """Return the resolved Params of an experiment file: defaults < experiment < profile < overrides."""
+    """Return the resolved Params of an experiment file: defaults < experiment < profile < overrides.
+
+    Within the profile: its own keys < its by_model overlay for the row's model < its by_row overlay for the row.
+    """
     path = Path(path)
     merged: dict[str, Any] = {}
     exp = read_yaml(path)
@@ -328,11 +375,13 @@ def load(
         ppath = profile_path(profile, params_dir or path.parent)
         prof = read_yaml(ppath)
         by_model = _by_model(prof.pop(BY_MODEL, None), source=str(ppath))
+        by_row = _by_row(prof.pop(BY_ROW, None), source=str(ppath))
         for key in prof:
             if key not in FIELDS:
                 from_mapping({key: prof[key]}, source=str(ppath))  # raises with did-you-mean
         merged.update(prof)
         merged.update(by_model.get(merged.get("model", FIELDS["model"].default), {}))
+        merged.update(by_row.get(str(merged["id"]), {}))
         merged["profile"] = Path(profile).stem
     if overrides:
         for key, value in overrides.items():  # errors name --set, not the file the value never came from

@@ -205,8 +205,16 @@ def backbone_frozen(model: nn.Module) -> bool:
 
 
 def set_train_mode(model: nn.Module, training: bool = True) -> None:
-    """Put the model in train/eval mode; a frozen backbone stays in eval mode (BatchNorm statistics and dropout fixed)."""
+    """Put the model in train/eval mode; a frozen backbone stays in eval mode (BatchNorm statistics and dropout fixed).
+
+    A model tagged bn_frozen (a fine-tune that keeps the pretrained statistics) trains with its BatchNorm layers in
+    eval mode: they normalise with the ImageNet statistics and do not update them; their scale and shift still train.
+    """
     model.train(training and not backbone_frozen(model))
+    if training and getattr(model, "bn_frozen", False):
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
 
 
 def check_options(p: Any) -> None:

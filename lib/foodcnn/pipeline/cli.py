@@ -59,8 +59,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                   + "); nothing to do. Pass --rerun to train it again (its files are replaced).")
             return 0
         if done is not None:
-            raise params.ParamsError(f"{rdir} holds a finished run of other parameters; nothing was changed. "
-                                     "Pass --out with another directory, or --rerun to replace that run.")
+            changed = runs.changed_params(rdir, p)
+            raise params.ParamsError(f"{rdir} holds a finished run of other parameters ("
+                                     + ("; ".join(changed) if changed else "its fingerprint differs") + "); nothing was "
+                                     "changed. Pass --out with another directory, or --rerun to replace that run.")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops a run as Ctrl-C does (exit 130)
     result = train.run(p, out=rdir, resume=args.resume)
     print(train.describe(result))
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", help="run directory (default: <runs_dir>/<profile>/<id>/seed<seed>)")
     r.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint (last.pt)")
     r.add_argument("--rerun", action="store_true",
-                   help="train again even when the directory holds a finished run (its files are replaced)")
+                   help="train again even when the directory holds a finished run (replaced only once the new run is complete)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a parameter (YAML value)")
     r.set_defaults(fn=cmd_run)
 

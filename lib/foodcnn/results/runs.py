@@ -122,9 +122,105 @@ def is_finished(path: str | Path, p: params_mod.Params | None = None) -> bool:
     return p is None or r.get("fingerprint") == p.fingerprint()
 
 
+def changed_params(rdir: str | Path, p: params_mod.Params) -> list[str]:
+    """Return "key: old -> new" for each result-determining parameter where the run in `rdir` differs from `p`."""
+    import yaml
+
+    try:
+        old = yaml.safe_load((Path(rdir) / PARAMS).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return [f"{PARAMS} unreadable"]
+    new = p.to_dict()
+    keys = [k for k in new if k not in params_mod.NON_RESULT_FIELDS and k not in ("seed",)] + ["seed"]
+    return [f"{k}: {old.get(k, '(unset)')!r} -> {new[k]!r}" for k in keys if old.get(k, params_mod.FIELDS[k].default) != new[k]]
+
+
 def list_runs(root: str | Path) -> list[Path]:
-    """Return every run directory (one with params.yaml) under `root`, sorted."""
-    return sorted(f.parent for f in Path(root).rglob(PARAMS))
+    """Return every run directory (one with params.yaml) under `root`, sorted; a re-run's staging is not a run."""
+    root = Path(root)
+    return sorted(f.parent for f in root.rglob(PARAMS)
+                  if not any(part.startswith(".") for part in f.parent.relative_to(root).parts))
+
+
+# --------------------------------------------------------------------------- rows that are the same experiment
+# Two catalogue rows can be one experiment under two names (a_baseline and b_baseline: both reports' baseline,
+# identical but for the id). The second to run adopts the first's finished run of the same seed instead of
+# training the same network again; its result names the run it came from ("same_run_as").
+
+
+def find_twin(rdir: Path, p: params_mod.Params) -> Path | None:
+    """Return a finished run of another row with the same recipe and seed in the same profile, or None."""
+    want = p.recipe_fingerprint()
+    for other in sorted(rdir.parent.parent.glob(f"*/{rdir.name}")):
+        if other == rdir:
+            continue
+        r = read_result(other)
+        if r is not None and r.get("status") in FINISHED and r.get("recipe_fingerprint") == want \
+                and (other / PREDICTIONS).is_file():
+            return other
+    return None
+
+
+def adopt_twin(twin: Path, rdir: Path, p: params_mod.Params) -> dict[str, Any]:
+    """Copy the twin run's files into `rdir` as this row's run (result.json last); return the result."""
+    import shutil
+
+    rdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(rdir / PARAMS, params_mod.dump(p))
+    for name in (METRICS, BEST, PREDICTIONS):
+        if (twin / name).is_file():
+            tmp = rdir / f".{name}.adopt.tmp"
+            shutil.copyfile(twin / name, tmp)
+            tmp.replace(rdir / name)
+    result = {**load_result(twin), "id": p.id, "fingerprint": p.fingerprint(), "same_run_as": twin.parent.name}
+    write_result(rdir, result)
+    log.info("%s seed %d: the same experiment as %s (equal parameters but the id); its run adopted", p.id, p.seed,
+             twin.parent.name)
+    return result
+
+
+# --------------------------------------------------------------------------- re-running a finished run
+# A run that replaces a finished one (--rerun, or a batch whose parameters changed) trains in a staging
+# directory beside it, ".<name>.rerun", and takes its place only when its result is complete: until then the old
+# result stays readable, whatever stops the new run (Ctrl-C, SIGTERM, SIGKILL, a crash). The swap is two renames
+# (old aside to ".<name>.replaced", new in place); a stop between them is repaired by the next run or reader
+# (recover_swap).
+
+
+def staging_dir(rdir: str | Path) -> Path:
+    """Return where a run that replaces the finished run in `rdir` trains."""
+    rdir = Path(rdir)
+    return rdir.with_name(f".{rdir.name}.rerun")
+
+
+def _replaced_dir(rdir: Path) -> Path:
+    return rdir.with_name(f".{rdir.name}.replaced")
+
+
+def recover_swap(rdir: str | Path) -> None:
+    """Finish or undo a swap that a stop interrupted, so `rdir` holds a complete run again."""
+    rdir = Path(rdir)
+    old = _replaced_dir(rdir)
+    if not old.exists():
+        return
+    if rdir.exists():  # the new run is in place: the old one was only waiting to be deleted
+        import shutil
+
+        shutil.rmtree(old, ignore_errors=True)
+    else:  # stopped between the two renames: the old run goes back until the new one is complete
+        old.rename(rdir)
+        log.warning("%s: an interrupted re-run's swap was undone; the earlier finished run is back", rdir)
+
+
+def swap_in(staged: Path, rdir: Path) -> None:
+    """Put the complete run in `staged` in place of the finished run in `rdir`, then delete the old one."""
+    import shutil
+
+    old = _replaced_dir(rdir)
+    shutil.rmtree(old, ignore_errors=True)
+    rdir.rename(old)
+    staged.rename(rdir)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass

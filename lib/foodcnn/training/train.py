@@ -19,15 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import allocator
 from .. import checkpoints
+from ..atomic import atomic_write_text, remove_temps
 from ..data import subsets
 from ..models import registry
-from ..results import runs
-from ..atomic import atomic_write_text, remove_temps
 from ..params import Params, ParamsError, dump
-from . import epochs, features
-from .streams import Loaded, Streams, load_data, make_streams
+from ..results import runs
+from . import allocator, epochs, finetune
+from .streams import Loaded, Streams, load_data, make_streams, trained_part
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +105,6 @@ def set_up_device(p: Params) -> torch.device:
     return device
 
 
-def trained_part(p: Params, model: nn.Module) -> checkpoints.Trained:
-    """Return what the run trains: the head alone on cached features when the backbone is frozen, else the model."""
-    if p.feature_cache and registry.backbone_frozen(model) and p.augment in ("none", "hflip"):
-        # The backbone is fixed, so checkpoints hold only the head (plus the backbone's digest): a whole VGG16
-        # is 537 MB, its head 330 kB.
-        return checkpoints.Trained(model, "head", lambda: features.head_state(model),
-                                   lambda state: features.load_head_state(model, state), features.backbone_digest(model))
-    return checkpoints.whole(model)
-
-
 def prepare_run_dir(rdir: Path, p: Params, fresh: bool) -> None:
     """Create the run directory, clear what killed writes left (and, on a fresh start, every earlier output)."""
     rdir.mkdir(parents=True, exist_ok=True)
@@ -144,6 +133,7 @@ def fit(p: Params, s: Streams, keeper: checkpoints.Keeper, progress: checkpoints
     from tqdm.auto import tqdm
 
     out = Fitted(progress)
+    schedule = epochs.lr_factor(p.schedule, p.warmup_epochs, p.epochs)
     epochs_bar = tqdm(range(progress.epoch + 1, p.epochs + 1), desc=f"{p.id} seed {p.seed}", disable=not p.progress,
                       initial=progress.epoch, total=p.epochs)
     for epoch in epochs_bar:
@@ -153,7 +143,8 @@ def fit(p: Params, s: Streams, keeper: checkpoints.Keeper, progress: checkpoints
         torch.manual_seed(es)  # dropout and friends
         g = torch.Generator().manual_seed(es)
         registry.set_train_mode(s.net, True)
-        tr = epochs.train_one_epoch(s.net, s.train, keeper.optimizer, g, device, p.amp, p.progress, f"epoch {epoch}")
+        tr = epochs.train_one_epoch(s.net, s.train, keeper.optimizer, g, device, p.amp, p.progress, f"epoch {epoch}",
+                                    schedule, epoch)
         if not math.isfinite(tr["loss"]):
             out.status, out.diverged_epoch = "diverged", epoch
             log.warning("%s: loss became NaN/inf in epoch %d; stopping (%s)", p.id, epoch,
@@ -191,7 +182,13 @@ def fit(p: Params, s: Streams, keeper: checkpoints.Keeper, progress: checkpoints
 def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[str, Any]:
     """Train and test one run described by `p`; write its run directory; return the result mapping."""
     t_start = time.perf_counter()
-    rdir = runs.run_dir(p, out)
+    final = runs.run_dir(p, out)
+    runs.recover_swap(final)
+    # A run that replaces a finished one trains beside it and takes its place when complete (runs.staging_dir).
+    rdir = runs.staging_dir(final) if (final / runs.RESULT).is_file() else final
+    twin = runs.find_twin(final, p) if out is None and rdir == final and not resume else None
+    if twin is not None:
+        return runs.adopt_twin(twin, final, p)
     device = set_up_device(p)
 
     # Everything that can reject the inputs (classes, last.pt, unreadable images with bad_images: fail)
@@ -206,9 +203,12 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
     loaded = load_data(p, subset)
     prepare_run_dir(rdir, p, fresh=state is None)
 
+    recipe = finetune.recipe(p, model)
+    if recipe.head_first and state is None:  # a resumed run's last.pt already holds the warmed head
+        recipe.head = finetune.warm_head(p, model, loaded, device)
     streams = make_streams(p, model, trained, loaded, device)
-    keeper = checkpoints.Keeper(last_path, rdir / runs.BEST, trained, epochs.make_optimizer(model, p.lr, device),
-                                p.fingerprint(), p.checkpoint_every_s)
+    optimizer = epochs.make_optimizer(model, p.lr, device, recipe.backbone_lr_scale)
+    keeper = checkpoints.Keeper(last_path, rdir / runs.BEST, trained, optimizer, p.fingerprint(), p.checkpoint_every_s)
     progress = checkpoints.Progress()
     if state is not None:
         progress = keeper.restore(state)
@@ -217,9 +217,12 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
         fitted = fit(p, streams, keeper, progress, device, rdir, stop)
         result = finish(p, rdir, model, streams, keeper, fitted, loaded, device,
                         resumed_from=state["epoch"] if state is not None else None)
+        result["recipe"] = recipe.describe()
         result["wall_time_s"] = time.perf_counter() - t_start
         runs.write_result(rdir, result)  # written last: its presence means the run is complete
         last_path.unlink(missing_ok=True)  # only needed to resume an unfinished run
+        if rdir != final:
+            runs.swap_in(rdir, final)
     if stop.requested:  # asked to stop after the last epoch: the run finished, and the caller still stops
         raise KeyboardInterrupt
     return result
@@ -232,6 +235,7 @@ def finish(p: Params, rdir: Path, model: nn.Module, s: Streams, keeper: checkpoi
     total, trainable = registry.count_parameters(model)
     result: dict[str, Any] = {
         "status": fitted.status, "id": p.id, "seed": p.seed, "profile": p.profile, "fingerprint": p.fingerprint(),
+        "recipe_fingerprint": p.recipe_fingerprint(),
         "model": p.model, "image_size": p.resolved_image_size, "weights_source": model.weights_source,
         "freeze": model.freeze, "pretrained_imagenet": str(model.weights_source).startswith("ImageNet"),
         "feature_cache": keeper.trained.scope == "head", "features_from_disk": s.from_disk, "device": str(device),
