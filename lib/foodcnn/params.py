@@ -308,50 +308,34 @@ def profile_path(profile: str, params_dir: str | Path = "params") -> Path:
 
 
 # A profile may scale each model family on its own (a CPU budget is spent where the arithmetic is):
-# `by_model: {custom_b: {max_train_per_class: 60, epochs: 3}}` applies to every row of that model,
-# after the profile's own keys and before command-line overrides.
-BY_MODEL = "by_model"
+# `by_model: {custom_b: {max_train_per_class: 60, epochs: 3}}` applies to every row of that model, after the
+# profile's own keys. And one catalogue row on its own: `by_row: {a_custom: {seeds: [0, 1, 2]}}` applies to the
+# row with that id, after by_model and before command-line overrides (the rows behind a headline finding get
+# several seeds).
+BY_MODEL, BY_ROW = "by_model", "by_row"
 
 
-def _by_model(section: Any, source: str) -> dict[str, dict[str, Any]]:
-    """Return a profile's per-model overlays, checked: registered model names, known keys, valid values."""
+def _overlays(section: Any, kind: str, source: str) -> dict[str, dict[str, Any]]:
+    """Return a profile's per-model (kind BY_MODEL) or per-row (BY_ROW) overlays, checked key by key."""
     from .models import registry
 
     if section is None:
         return {}
+    what = "model" if kind == BY_MODEL else "row id"
     if not isinstance(section, Mapping):
-        raise ParamsError(f"{source}: key '{BY_MODEL}': expected a mapping of model: {{key: value}}, "
-                          f"got {section!r}")
+        raise ParamsError(f"{source}: key '{kind}': expected a mapping of {what}: {{key: value}}, got {section!r}")
     for name, keys in section.items():
-        _choice(source, f"{BY_MODEL}.{name}", name, registry.names())
+        if kind == BY_MODEL:
+            _choice(source, f"{kind}.{name}", name, registry.names())
         if not isinstance(keys, Mapping):
-            raise ParamsError(f"{source}: key '{BY_MODEL}.{name}': expected a mapping of key: value, got {keys!r}")
-        if "model" in keys:
-            raise ParamsError(f"{source}: key '{BY_MODEL}.{name}.model': a per-model overlay cannot change the model")
-        from_mapping({**keys, "model": name}, source=f"{source} ({BY_MODEL}.{name})")  # unknown keys, bad values
-    return {str(k): dict(v) for k, v in section.items()}
-
-
-# And one catalogue row on its own: `by_row: {a_custom: {seeds: [0, 1, 2]}}` applies to the row with that id, after
-# the profile's keys and its by_model overlay and before command-line overrides. A profile uses it where a row's
-# role in the study asks for it (the rows behind a headline finding get several seeds).
-BY_ROW = "by_row"
-
-
-def _by_row(section: Any, source: str) -> dict[str, dict[str, Any]]:
-    """Return a profile's per-row overlays, checked: known keys, valid values, no change of id or model."""
-    if section is None:
-        return {}
-    if not isinstance(section, Mapping):
-        raise ParamsError(f"{source}: key '{BY_ROW}': expected a mapping of row id: {{key: value}}, got {section!r}")
-    for row, keys in section.items():
-        if not isinstance(keys, Mapping):
-            raise ParamsError(f"{source}: key '{BY_ROW}.{row}': expected a mapping of key: value, got {keys!r}")
+            raise ParamsError(f"{source}: key '{kind}.{name}': expected a mapping of key: value, got {keys!r}")
         for fixed in ("id", "model"):
             if fixed in keys:
-                raise ParamsError(f"{source}: key '{BY_ROW}.{row}.{fixed}': a per-row overlay cannot change the {fixed}")
-        for key, value in keys.items():
-            from_mapping({key: value}, source=f"{source} ({BY_ROW}.{row})")  # unknown keys, bad values
+                raise ParamsError(f"{source}: key '{kind}.{name}.{fixed}': a per-{what.split()[0]} overlay cannot "
+                                  f"change the {fixed}")
+        model = {"model": name} if kind == BY_MODEL else {}
+        for key, value in keys.items():  # unknown keys, bad values
+            from_mapping({key: value, **model}, source=f"{source} ({kind}.{name})")
     return {str(k): dict(v) for k, v in section.items()}
 
 
@@ -374,8 +358,8 @@ def load(
     if profile:
         ppath = profile_path(profile, params_dir or path.parent)
         prof = read_yaml(ppath)
-        by_model = _by_model(prof.pop(BY_MODEL, None), source=str(ppath))
-        by_row = _by_row(prof.pop(BY_ROW, None), source=str(ppath))
+        by_model = _overlays(prof.pop(BY_MODEL, None), BY_MODEL, source=str(ppath))
+        by_row = _overlays(prof.pop(BY_ROW, None), BY_ROW, source=str(ppath))
         for key in prof:
             if key not in FIELDS:
                 from_mapping({key: prof[key]}, source=str(ppath))  # raises with did-you-mean

@@ -6,10 +6,12 @@ import csv
 import io
 import json
 import logging
+import types
+import typing
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -42,15 +44,62 @@ class ResultError(ValueError):
     """result.json exists but is damaged, or was edited into something a run never writes."""
 
 
-_NUMBER = (int, float, type(None))
-# What readers of result.json rely on: key -> accepted types. train.run writes all of them; a reader needs
-# REQUIRED_RESULT_KEYS and reads the others where present.
+class Result(TypedDict, total=False):
+    """What a run's result.json holds (training.train writes it): the one place that says so.
+
+    Readers need "status" and read the others where present; load_result checks each present key against the type
+    declared here (RESULT_TYPES is read from this class).
+    """
+
+    status: str  # "ok" or "diverged" (FINISHED)
+    id: str
+    seed: int
+    profile: str
+    fingerprint: str  # Params.fingerprint(): a finished run of the same parameters is not trained again
+    recipe_fingerprint: str  # the same without the id: rows that are one experiment (find_twin)
+    same_run_as: str  # set when this row adopted another row's run
+    model: str
+    image_size: int
+    weights_source: str
+    freeze: str
+    pretrained_imagenet: bool
+    recipe: dict | None  # how a pretrained backbone was fine-tuned (training/finetune.py); None: none was
+    feature_cache: bool
+    features_from_disk: list
+    device: str
+    deterministic: bool
+    versions: dict
+    params_total: int
+    params_trainable: int
+    data: dict  # provenance of the images (data.subsets.Subset.provenance)
+    bad_images: list
+    bad_image_count: int
+    epochs_run: int
+    best_epoch: int | None
+    stopped_early: bool
+    diverged_epoch: int | None
+    resumed_from_epoch: int | None
+    train_images_per_s: float | None
+    train_loss: float | None
+    train_acc: float | None
+    val_loss: float | None
+    val_acc: float | None
+    test_loss: float | None
+    test_acc: float | None
+    wall_time_s: float
+
+
+def _json_types(hint: Any) -> tuple[type, ...]:
+    """Return the Python types a JSON value of a Result field may have (a float may be written as an int)."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    out: list[type] = []
+    for a in args:
+        out += [int, float] if a is float else [typing.get_origin(a) or a]
+    return tuple(out)
+
+
 REQUIRED_RESULT_KEYS = ("status",)
-RESULT_TYPES: dict[str, tuple[type, ...]] = {
-    "status": (str,), "id": (str,), "seed": (int,), "model": (str,), "data": (dict,), "best_epoch": (int, type(None)),
-    **{k: (int,) for k in ("image_size", "epochs_run", "params_total", "params_trainable", "bad_image_count")},
-    **{k: _NUMBER for k in ("train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "wall_time_s")},
-}
+RESULT_TYPES: dict[str, tuple[type, ...]] = {k: _json_types(h) for k, h in typing.get_type_hints(Result).items()}
 ACCURACIES = ("train_acc", "val_acc", "test_acc")
 
 
@@ -68,12 +117,12 @@ def load_result(path: str | Path) -> dict[str, Any] | None:
     for key in REQUIRED_RESULT_KEYS:
         if key not in r:
             raise ResultError(f"{f}: key '{key}' is missing; every finished run writes it")
-    for key, types in RESULT_TYPES.items():
+    for key, allowed in RESULT_TYPES.items():
         if key not in r:
             continue
         v = r[key]
-        if not isinstance(v, types) or isinstance(v, bool):
-            names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+        if not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
             raise ResultError(f"{f}: key '{key}' is {v!r}; a run writes {names} there")
     if r["status"] not in FINISHED:
         raise ResultError(f"{f}: key 'status' is {r['status']!r}; a run writes one of {', '.join(FINISHED)}")

@@ -117,6 +117,19 @@ def prepare_run_dir(rdir: Path, p: Params, fresh: bool) -> None:
 
 
 @dataclass
+class Session:
+    """One run being trained: its parameters, where it writes, the model, its inputs and its checkpoint keeper."""
+
+    p: Params
+    rdir: Path  # where this run writes (a staging directory while it replaces a finished run)
+    model: nn.Module
+    streams: Streams
+    keeper: checkpoints.Keeper
+    loaded: Loaded
+    device: torch.device
+
+
+@dataclass
 class Fitted:
     """How the epoch loop ended."""
 
@@ -127,10 +140,11 @@ class Fitted:
     train_seconds: float = 0.0
 
 
-def fit(p: Params, s: Streams, keeper: checkpoints.Keeper, progress: checkpoints.Progress, device: torch.device,
-        rdir: Path, stop: Interrupts) -> Fitted:
-    """Train from the epoch after `progress` with early stopping; keep the best weights; checkpoint as `keeper` says."""
+def fit(run: Session, progress: checkpoints.Progress, stop: Interrupts) -> Fitted:
+    """Train from the epoch after `progress` with early stopping; keep the best weights; checkpoint as the keeper says."""
     from tqdm.auto import tqdm
+
+    p, s, keeper, device, rdir = run.p, run.streams, run.keeper, run.device, run.rdir
 
     out = Fitted(progress)
     schedule = epochs.lr_factor(p.schedule, p.warmup_epochs, p.epochs)
@@ -179,7 +193,7 @@ def fit(p: Params, s: Streams, keeper: checkpoints.Keeper, progress: checkpoints
     return out
 
 
-def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[str, Any]:
+def run(p: Params, out: str | Path | None = None, resume: bool = False) -> runs.Result:
     """Train and test one run described by `p`; write its run directory; return the result mapping."""
     t_start = time.perf_counter()
     final = runs.run_dir(p, out)
@@ -213,10 +227,10 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
     if state is not None:
         progress = keeper.restore(state)
         log.info("resuming %s after epoch %d", p.id, progress.epoch)
+    session = Session(p, rdir, model, streams, keeper, loaded, device)
     with Interrupts() as stop:
-        fitted = fit(p, streams, keeper, progress, device, rdir, stop)
-        result = finish(p, rdir, model, streams, keeper, fitted, loaded, device,
-                        resumed_from=state["epoch"] if state is not None else None)
+        fitted = fit(session, progress, stop)
+        result = finish(session, fitted, resumed_from=state["epoch"] if state is not None else None)
         result["recipe"] = recipe.describe()
         result["wall_time_s"] = time.perf_counter() - t_start
         runs.write_result(rdir, result)  # written last: its presence means the run is complete
@@ -228,12 +242,13 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> dict[
     return result
 
 
-def finish(p: Params, rdir: Path, model: nn.Module, s: Streams, keeper: checkpoints.Keeper, fitted: Fitted,
-           loaded: Loaded, device: torch.device, resumed_from: int | None) -> dict[str, Any]:
-    """Test the best epoch's weights (written to best.pt) and return the result mapping (but wall time)."""
+def finish(run: Session, fitted: Fitted, resumed_from: int | None) -> runs.Result:
+    """Test the best epoch's weights (written to best.pt) and return the result (but recipe and wall time)."""
+    p, rdir, model, s, keeper, loaded, device = (run.p, run.rdir, run.model, run.streams, run.keeper, run.loaded,
+                                                 run.device)
     rows, best_epoch = fitted.progress.rows, fitted.progress.best_epoch
     total, trainable = registry.count_parameters(model)
-    result: dict[str, Any] = {
+    result: runs.Result = {
         "status": fitted.status, "id": p.id, "seed": p.seed, "profile": p.profile, "fingerprint": p.fingerprint(),
         "recipe_fingerprint": p.recipe_fingerprint(),
         "model": p.model, "image_size": p.resolved_image_size, "weights_source": model.weights_source,
