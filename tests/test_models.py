@@ -219,11 +219,11 @@ def test_fetch_puts_weights_where_build_reads_them(tmp_path, monkeypatch):
         torch.save(torchvision.models.resnet18(weights=None).state_dict() if is_resnet else {}, dst)
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
-    files = pretrained.fetch_imagenet_weights()
+    files = registry.fetch_weights()
     assert sorted(f.name for f in files) == ["resnet18-f37072fd.pth", "vgg16-397923af.pth", "vgg16_bn-6c64b313.pth"]
     assert all(f.parent == tmp_path / "hub" / "checkpoints" and f.is_file() for f in files)
     assert len(urls) == 3
-    pretrained.fetch_imagenet_weights()  # files in the cache are not fetched again
+    registry.fetch_weights()  # files in the cache are not fetched again
     assert len(urls) == 3
     monkeypatch.delenv("FOODCNN_ALLOW_DOWNLOAD", raising=False)
     assert registry.build("resnet18", pretrained="required").weights_source == "ImageNet (resnet18-f37072fd.pth)"

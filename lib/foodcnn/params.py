@@ -22,16 +22,15 @@ PRETRAINED_MODES = ("required", "auto", "none")
 BAD_IMAGE_MODES = ("skip", "fail")
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("constant", "cosine")
+SMALLEST = "smallest"  # an image size by rule: the smallest input the row's architecture accepts
 FREEZE_RE = re.compile(r"^(none|head|conv1|every_nth:[1-9][0-9]*)$")
 FREEZE_CHOICES = "none, head, conv1, every_nth:K (K >= 1)"
 MAX_SEED = 2**63 - 1
 
 # Fields that change how a run is executed or where it is written, not what it computes:
 # a run whose other fields are unchanged is skipped on a re-run (see `fingerprint`).
-NON_RESULT_FIELDS = frozenset(
-    {"runs_dir", "cache_dir", "num_workers", "progress", "profile", "title", "change", "parent",
-     "report", "seeds", "feature_cache", "checkpoint_every_s"}
-)
+NON_RESULT_FIELDS = frozenset({"runs_dir", "cache_dir", "num_workers", "progress", "profile", "title", "change",
+                               "parent", "report", "seeds", "feature_cache", "checkpoint_every_s"})
 
 
 class ParamsError(ValueError):
@@ -89,8 +88,8 @@ class Params:
     split_seed: int = 0  # validation split and sub-sampling; fixed across training seeds
     max_train_per_class: int | None = None
     max_test_per_class: int | None = None
-    image_size: int = 224
-    image_size_by_model: dict[str, int] = field(default_factory=dict)
+    image_size: int | str = 224  # px, or "smallest": the smallest input the row's architecture accepts
+    image_size_by_model: dict[str, int | str] = field(default_factory=dict)  # per model, the same
     bad_images: str = "skip"  # skip | fail
     cache_dir: str = ".cache/foodcnn"
     # execution
@@ -101,22 +100,26 @@ class Params:
 
     @property
     def resolved_image_size(self) -> int:
-        """Return the input size this run's model uses (a profile may set it per model)."""
-        return int(self.image_size_by_model.get(self.model, self.image_size))
+        """Return the input size this run's model uses (a profile may set it per model, or by rule: "smallest")."""
+        size = self.image_size_by_model.get(self.model, self.image_size)
+        if size == SMALLEST:
+            from .models import registry
+
+            return registry.smallest_input(self)
+        return int(size)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the parameters as a plain mapping (YAML/JSON-safe)."""
         return dataclasses.asdict(self)
 
-    def fingerprint(self) -> str:
-        """Return a short hash of the fields that determine a run's results."""
-        d = {k: v for k, v in self.to_dict().items() if k not in NON_RESULT_FIELDS}
+    def fingerprint(self, without: frozenset[str] = frozenset()) -> str:
+        """Return a short hash of the fields that determine a run's results (but those `without`)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in NON_RESULT_FIELDS | without}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def recipe_fingerprint(self) -> str:
         """Return fingerprint() without the row's id: two rows with equal recipes train the same network."""
-        d = {k: v for k, v in self.to_dict().items() if k not in NON_RESULT_FIELDS | {"id"}}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return self.fingerprint(frozenset({"id"}))
 
     def replace(self, **changes: Any) -> "Params":
         """Return a copy with `changes` applied and validated."""
@@ -189,9 +192,7 @@ def _choice(source: str, key: str, value: Any, choices: typing.Iterable[str]) ->
     if value not in choices:
         close = difflib.get_close_matches(str(value), choices, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ParamsError(
-            f"{source}: key '{key}': unknown value {value!r}.{hint} Valid choices: {', '.join(choices)}"
-        )
+        raise ParamsError(f"{source}: key '{key}': unknown value {value!r}.{hint} Valid choices: {', '.join(choices)}")
 
 
 def _check(source: str, p: Params) -> None:
@@ -208,8 +209,14 @@ def _check(source: str, p: Params) -> None:
     _choice(source, "schedule", p.schedule, SCHEDULES)
     if not FREEZE_RE.match(p.freeze):
         raise ParamsError(f"{source}: key 'freeze': unknown policy {p.freeze!r}. Valid choices: {FREEZE_CHOICES}")
+    for key, size in [("image_size", p.image_size), *((f"image_size_by_model.{m}", v)
+                                                      for m, v in p.image_size_by_model.items())]:
+        if isinstance(size, str) and size != SMALLEST:
+            raise ParamsError(f"{source}: key '{key}': a size in px or '{SMALLEST}', got {size!r}")
     positive = {"lr": p.lr, "batch_size": p.batch_size, "epochs": p.epochs, "patience": p.patience,
-                "image_size": p.image_size, "num_classes": p.num_classes}
+                "num_classes": p.num_classes, "backbone_lr_scale": p.backbone_lr_scale,
+                **({} if p.image_size == SMALLEST else {"image_size": p.image_size}),
+                **({} if p.head_lr is None else {"head_lr": p.head_lr})}
     for key, value in positive.items():
         if not value > 0:
             raise ParamsError(f"{source}: key '{key}': must be > 0, got {value!r}")
@@ -219,14 +226,10 @@ def _check(source: str, p: Params) -> None:
         raise ParamsError(f"{source}: key 'val_fraction': must be in (0, 1), got {p.val_fraction!r}")
     if not p.checkpoint_every_s >= 0:  # NaN fails too; .inf means only when interrupted
         raise ParamsError(f"{source}: key 'checkpoint_every_s': must be >= 0 seconds, got {p.checkpoint_every_s!r}")
-    if p.head_epochs < 0 or p.warmup_epochs < 0:
-        raise ParamsError(f"{source}: keys 'head_epochs', 'warmup_epochs': must be >= 0, got {p.head_epochs!r}, "
-                          f"{p.warmup_epochs!r}")
-    if not p.backbone_lr_scale > 0 or (p.head_lr is not None and not p.head_lr > 0):
-        raise ParamsError(f"{source}: keys 'backbone_lr_scale', 'head_lr': must be > 0, got {p.backbone_lr_scale!r}, "
-                          f"{p.head_lr!r}")
-    if p.extra_convs < 0:
-        raise ParamsError(f"{source}: key 'extra_convs': must be >= 0, got {p.extra_convs!r}")
+    for key, value in {"extra_convs": p.extra_convs, "head_epochs": p.head_epochs,
+                       "warmup_epochs": p.warmup_epochs}.items():
+        if value < 0:
+            raise ParamsError(f"{source}: key '{key}': must be >= 0, got {value!r}")
     for key in ("max_train_per_class", "max_test_per_class"):
         v = getattr(p, key)
         if v is not None and v < 1:
@@ -239,7 +242,7 @@ def _check(source: str, p: Params) -> None:
                               f"({MAX_SEED}), got {seed}")
     for name, size in p.image_size_by_model.items():
         _choice(source, f"image_size_by_model.{name}", name, registry.names())
-        if size <= 0:
+        if size != SMALLEST and size <= 0:
             raise ParamsError(f"{source}: key 'image_size_by_model.{name}': must be > 0, got {size!r}")
     if p.classes is not None and len(p.classes) != len(set(p.classes)):
         raise ParamsError(f"{source}: key 'classes': lists a class twice")

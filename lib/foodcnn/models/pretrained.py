@@ -16,25 +16,21 @@ class WeightsUnavailable(RuntimeError):
     """ImageNet weights were required but cannot be loaded offline."""
 
 
-# Pretrained backbones: (torchvision constructor name, weights enum name), in registration order
-TORCHVISION = {
-    "vgg16": ("vgg16", "VGG16_Weights"),
-    "vgg16_bn": ("vgg16_bn", "VGG16_BN_Weights"),
-    "resnet18": ("resnet18", "ResNet18_Weights"),
-}
-
-
 def weights_cache_dir() -> Path:
     """Return the directory torchvision reads cached weights from ($TORCH_HOME/hub/checkpoints)."""
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def load_torchvision(name: str, pretrained: str, weights_path: str | None) -> tuple[nn.Module, str]:
-    """Return (ImageNet model, source) where source says where the weights came from."""
+def load_torchvision(name: str, weights_enum: str, pretrained: str, weights_path: str | None) -> tuple[nn.Module, str]:
+    """Return (ImageNet model, source) where source says where the weights came from.
+
+    `name` is torchvision's constructor (torchvision.models.<name>), `weights_enum` its weights enum (e.g.
+    "VGG16_Weights"); the model registry (models/registry.py) declares both.
+    """
     import torchvision
 
-    ctor_name, enum_name = TORCHVISION[name]
-    ctor = getattr(torchvision.models, ctor_name)
+    ctor = getattr(torchvision.models, name)
+    enum_name = weights_enum
     weights = getattr(torchvision.models, enum_name).IMAGENET1K_V1
     model = ctor(weights=None)
     filename = weights.url.rsplit("/", 1)[-1]
@@ -99,12 +95,12 @@ def _state_for(model: nn.Module, name: str, path: Path, filename: str) -> dict[s
     return state
 
 
-def fetch_imagenet_weights() -> list[Path]:
-    """Download the torchvision ImageNet weights of every pretrained model into torchvision's cache; return the files."""
+def fetch_imagenet_weights(enums: list[str]) -> list[Path]:
+    """Download the torchvision ImageNet weights of these enums into torchvision's cache; return the files."""
     import torchvision
 
     files = []
-    for ctor_name, enum_name in TORCHVISION.values():
+    for enum_name in enums:
         weights = getattr(torchvision.models, enum_name).IMAGENET1K_V1
         weights.get_state_dict(progress=True)  # torch.hub: a file already in the cache is not fetched again
         files.append(weights_cache_dir() / weights.url.rsplit("/", 1)[-1])

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from . import effnet
-from .pretrained import TORCHVISION, WeightsUnavailable, load_torchvision
+from .pretrained import WeightsUnavailable, fetch_imagenet_weights, load_torchvision
 from .smallcnn import SMALL_SPECS, SmallCNN, apply_knobs, min_input_size
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,9 @@ class Entry:
     # The pretrained models gain from it (oneDNN), ResNet18 only from about 96 px, the small CNNs not at all;
     # benchmarks/bench.py --only-patches measures the other format beside the library's choice.
     channels_last_from_px: int | None = None
+    weights: str | None = None  # torchvision's ImageNet weights enum (torchvision.models.<weights>), where it has one
+    # The smallest square input it accepts (px); a small CNN's depends on its ablation knobs (smallest_input()).
+    smallest: int = 32
 
 
 _REGISTRY: dict[str, Entry] = {}
@@ -89,16 +92,35 @@ def _make_small(name: str) -> Callable[..., nn.Module]:
     return builder
 
 
+# Every architecture of the study, declared once, in the SPEC's order: the small CNNs (their layers are in
+# smallcnn.SMALL_SPECS), torchvision's ImageNet backbones (constructor = the name; the head the new one replaces;
+# the weights enum), then EfficientNet-Lite0 (below, with its own builder).
 for _name in SMALL_SPECS:
-    register(_name, "small", "baseline.ipynb" if _name == "baseline" else "custom.ipynb")(_make_small(_name))
-
-
-# The registry facts of torchvision's backbones (pretrained.TORCHVISION names their constructors and weights).
-_TORCHVISION_FACTS: dict[str, dict[str, Any]] = {
-    "vgg16": dict(notebook="vgg.ipynb", head="classifier.6", channels_last_from_px=0),
-    "vgg16_bn": dict(notebook="vgg.ipynb", head="classifier.6", channels_last_from_px=0),
-    "resnet18": dict(notebook="resnet.ipynb", head="fc", channels_last_from_px=96),
+    register(_name, "small", "baseline.ipynb" if _name == "baseline" else "custom.ipynb",
+             smallest=min_input_size(SMALL_SPECS[_name]))(_make_small(_name))
+_TORCHVISION: dict[str, dict[str, Any]] = {
+    "vgg16": dict(notebook="vgg.ipynb", head="classifier.6", weights="VGG16_Weights", channels_last_from_px=0),
+    "vgg16_bn": dict(notebook="vgg.ipynb", head="classifier.6", weights="VGG16_BN_Weights", channels_last_from_px=0),
+    "resnet18": dict(notebook="resnet.ipynb", head="fc", weights="ResNet18_Weights", channels_last_from_px=96),
 }
+
+
+def torchvision_models() -> list[str]:
+    """Return the registered models built by torchvision (the ones that read a weights_path)."""
+    return [n for n in in_order() if _REGISTRY[n].weights is not None]
+
+
+def fetch_weights() -> list:
+    """Download the ImageNet weights of every torchvision model into torchvision's cache; return the files."""
+    return fetch_imagenet_weights([_REGISTRY[n].weights for n in torchvision_models()])
+
+
+def smallest_input(p: Any) -> int:
+    """Return the smallest square input (px) the model of a params object accepts, its ablation knobs applied."""
+    if family(p.model) == "small":
+        return min_input_size(apply_knobs(SMALL_SPECS[p.model], p.extra_convs, p.extra_convs_after,
+                                          p.extra_pool_after))
+    return _REGISTRY[p.model].smallest
 
 
 def _get(model: nn.Module, dotted: str) -> nn.Module:
@@ -113,15 +135,15 @@ def _set(model: nn.Module, dotted: str, module: nn.Module) -> None:
 def _make_pretrained(name: str) -> Callable[..., nn.Module]:
     def builder(num_classes: int = 20, pretrained: str = "auto", weights_path: str | None = None,
                 freeze: str = "none", **_: Any) -> nn.Module:
-        model, source = load_torchvision(name, pretrained, weights_path)
+        model, source = load_torchvision(name, entry(name).weights, pretrained, weights_path)
         return finish_pretrained(model, entry(name).head, num_classes, freeze, source)
 
     builder.__doc__ = f"Return torchvision's {name} with a new head and a freezing policy."
     return builder
 
 
-for _name in TORCHVISION:
-    register(_name, "pretrained", **_TORCHVISION_FACTS[_name])(_make_pretrained(_name))
+for _name, _facts in _TORCHVISION.items():
+    register(_name, "pretrained", **_facts)(_make_pretrained(_name))
 
 
 @register("efficientnet_lite0", "pretrained", "transfer.ipynb", head=effnet.HEAD_ATTR, channels_last_from_px=0,
@@ -223,19 +245,19 @@ def check_options(p: Any) -> None:
         if p.weights_path:
             raise ValueError(f"key 'weights_path': {p.model} is trained from scratch and reads no weights file; "
                              "remove the key")
-        tokens = apply_knobs(SMALL_SPECS[p.model], p.extra_convs, p.extra_convs_after, p.extra_pool_after)
-        need = min_input_size(tokens)
+        need = smallest_input(p)
         size = p.resolved_image_size
         if size < need:
             raise ValueError(f"key 'image_size': {p.model} needs inputs of at least {need} px (no padding), got {size}")
     else:
-        if p.weights_path and p.model not in TORCHVISION:
+        if p.weights_path and p.model not in torchvision_models():
             raise ValueError(f"key 'weights_path': {p.model} does not read weights from a file "
-                             f"(only {', '.join(TORCHVISION)} do); remove the key")
+                             f"(only {', '.join(torchvision_models())} do); remove the key")
         if p.extra_convs or p.extra_pool_after:
             raise ValueError(f"keys 'extra_convs'/'extra_pool_after' apply to the small CNNs only, not {p.model}")
-        if p.resolved_image_size < 32:
-            raise ValueError(f"key 'image_size': {p.model} needs inputs of at least 32 px, got {p.resolved_image_size}")
+        if p.resolved_image_size < smallest_input(p):
+            raise ValueError(f"key 'image_size': {p.model} needs inputs of at least {smallest_input(p)} px, "
+                             f"got {p.resolved_image_size}")
 
 
 def build(name: str, num_classes: int = 20, **options: Any) -> nn.Module:

@@ -25,9 +25,9 @@ def cmd_data(args: argparse.Namespace) -> int:
     elif args.action == "fetch":
         root = layout.fetch_food101(args.out)
         print(f"Food-101 ready at {root}")
-        from ..models import pretrained
+        from ..models import registry
 
-        for f in pretrained.fetch_imagenet_weights():  # the paper profile requires them (pretrained: required)
+        for f in registry.fetch_weights():  # the paper profile requires them (pretrained: required)
             print(f"ImageNet weights ready at {f}")
     elif args.action == "check":
         from ..data import check
