@@ -89,7 +89,7 @@ def test_profile_by_row_overlay_applies_to_its_row_last(tmp_path):
 def test_a_row_equal_to_a_finished_one_adopts_its_run(tiny_params, monkeypatch):
     first = train.run(tiny_params(id="a_baseline", profile="x"))
     monkeypatch.setattr(train, "set_up_device", lambda p: pytest.fail("trained again"))
-    twin = train.run(tiny_params(id="b_baseline", profile="x"))
+    twin = train.run(tiny_params(id="b_baseline", profile="x"), resume=True)  # as the batch's notebooks call it
     assert twin["same_run_as"] == "a_baseline" and twin["id"] == "b_baseline"
     assert twin["test_acc"] == first["test_acc"] and twin["recipe_fingerprint"] == first["recipe_fingerprint"]
     rdir = runs.run_dir(tiny_params(id="b_baseline", profile="x"))

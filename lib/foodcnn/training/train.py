@@ -200,7 +200,8 @@ def run(p: Params, out: str | Path | None = None, resume: bool = False) -> runs.
     runs.recover_swap(final)
     # A run that replaces a finished one trains beside it and takes its place when complete (runs.staging_dir).
     rdir = runs.staging_dir(final) if (final / runs.RESULT).is_file() else final
-    twin = runs.find_twin(final, p) if out is None and rdir == final and not resume else None
+    # not where a run has begun (its last.pt): the batch's notebooks always ask to resume
+    twin = runs.find_twin(final, p) if out is None and rdir == final and not (rdir / runs.LAST).is_file() else None
     if twin is not None:
         return runs.adopt_twin(twin, final, p)
     device = set_up_device(p)
