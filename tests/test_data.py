@@ -31,6 +31,29 @@ def test_reader_counts_split_and_stratified_validation(tmp_path):
     assert sub.provenance()["counts"] == {"train": 32, "val": 8, "test": 16}
 
 
+def test_rows_with_different_training_subsamples_are_tested_on_the_same_images(tmp_path):
+    # More test images a class (12) than the cap (5): the test subsample must not depend on the training one,
+    # so that two rows (a baseline at 150 images a class, a custom CNN at 40) are compared on the same images.
+    classes = [f"class_{i:02d}" for i in range(4)]
+    write_food101(tmp_path, classes, n_train=20, n_test=12)
+
+    def test_keys(max_train, classes_=None, split_seed=0):
+        sub = subsets.load_subset(tmp_path, classes_, num_classes=4, split_seed=split_seed,
+                                  max_train_per_class=max_train, max_test_per_class=5)
+        return sub, [s.key for s in sub.test]
+
+    full, keys = test_keys(None)
+    small, small_keys = test_keys(8)
+    assert len(keys) == 20 and keys == small_keys
+    assert [s.key for s in small.train + small.val] != [s.key for s in full.train + full.val]  # training differs
+    assert test_keys(13)[1] == keys
+    # the same images of a class whatever the other classes or their order
+    _, reordered = test_keys(8, classes[::-1][:2])
+    assert sorted(reordered) == sorted(k for k in keys if k.split("/")[0] in classes[2:])
+    # a subsample, seeded by split_seed
+    assert test_keys(None, split_seed=1)[1] != keys and test_keys(8, split_seed=1)[1] == test_keys(None, split_seed=1)[1]
+
+
 def test_reads_txt_only_and_json_only_layouts(tmp_path):
     a = write_food101(tmp_path / "a", ["x", "y"], 5, 2, json_meta=False)
     b = write_food101(tmp_path / "b", ["x", "y"], 5, 2, txt_meta=False)

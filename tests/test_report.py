@@ -68,7 +68,7 @@ def test_synthetic_runs_get_pipeline_checks_not_verdicts(tmp_path):
     study = _pair_study(tmp_path, synthetic=True)
     claims = significance.claims_table(study)
     assert claims.data.set_index("child").loc["b_custom3", "verdict"] == "pipeline check (synthetic)"
-    assert claims.data.set_index("child").loc["b_custom3", "McNemar p"] < 1e-6  # the statistics are still shown
+    assert claims.data.set_index("child").loc["b_custom3", "p"] < 1e-6  # the statistics are still shown
     ablation = significance.ablation_table(study)
     assert list(ablation.data["verdict"]) == ["pipeline check (synthetic)"]
     for styler in (claims, ablation):

@@ -133,28 +133,34 @@ def summary() -> None:
         new_markdown_cell("## Seeds, error bars and significance\n\n"
                           "Both reports drew conclusions from single runs. Here each row is run once per seed of "
                           "the profile; the table gives mean ± standard deviation over seeds. Each row is then "
-                          "compared with the row it changes (its `parent`) on the same test images: a paired "
-                          "bootstrap over test images (and seeds) gives a 95 % interval for the change in test "
-                          "accuracy, and McNemar's exact test on per-image correctness gives a p-value. A change "
-                          "is called *better* or *worse* only when the interval excludes zero **and** p < 0.05, "
-                          "and only on real photos: where either row ran on the synthetic dataset it reads "
-                          "*pipeline check (synthetic)*."),
+                          "compared with the row it changes (its `parent`) on the same test images, as the method "
+                          "below says: a 95 % interval for the change in test accuracy, its p-value before (*p*) "
+                          "and after (*Holm p*) the correction for testing many changes, and the smallest change "
+                          "the comparison could have detected (*MDE*). A change is called *better* or *worse* "
+                          "only when Holm p < 0.05, and only on real photos: where either row ran on the synthetic "
+                          "dataset it reads *pipeline check (synthetic)*."),
+        new_code_cell("display(Markdown(significance.methods(study)))"),
         new_code_cell("significance.seed_table(study)"),
         new_code_cell("figures.ablation_figure(study)"),
         new_code_cell("significance.ablation_table(study)"),
         new_markdown_cell("## Do our runs support the reports' claims?\n\n"
                           "Each conclusion the reports drew, restated, with the comparison that tests it. "
-                          "*Supported*: our runs show the claimed direction; *refuted*: a significant change the "
-                          "other way (or, for \"no difference\" claims, a significant difference); *cannot tell*: "
-                          "the difference is within noise; *pipeline check (synthetic)*: a side ran on the synthetic "
-                          "dataset, so there is no verdict, only the statistics; *not run*: one side has no "
-                          "finished run."),
+                          "*Supported*: our runs show the claimed direction (Holm p < 0.05); *refuted*: a "
+                          "significant change the other way (for \"no difference\" claims: a 90 % interval wholly "
+                          "outside ±2 pp); *cannot tell*: the data cannot decide, and the MDE says how large a "
+                          "difference could have hidden; *unit*: whether the verdict is about two trained networks "
+                          "(one seed) or the recipe (several); *not comparable*: the two rows were not tested on "
+                          "the same images (the note says why); *pipeline check (synthetic)*: a side ran on the "
+                          "synthetic dataset, so there is no verdict, only the statistics; *not run*: one side has "
+                          "no finished run."),
         new_code_cell("display(Markdown(significance.claims_overview(study)))\nsignificance.claims_table(study)"),
         new_markdown_cell("## The study's headline findings at this scale\n\n"
                           "What the two reports found across their experiments, tested on our runs: pretrained "
                           "features against every from-scratch CNN, fine-tuning against a frozen backbone, a custom "
                           "CNN against its baseline, and every from-scratch CNN against guessing. The evidence "
-                          "column names the comparison that decides each; verdicts come from real photos only."),
+                          "column names the comparison that decides each, with its estimate and interval; *p* is "
+                          "that comparison's own, *Holm p* is corrected within the finding and over the four; "
+                          "verdicts come from real photos only."),
         new_code_cell("significance.findings_table(study)"),
         new_markdown_cell("## Cost\n\nWall time of the whole run, training throughput, trainable parameters and "
                           "the epoch early stopping kept. Frozen-backbone rows train the head on cached features."),

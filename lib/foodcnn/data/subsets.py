@@ -86,6 +86,20 @@ def _stratified_split(keys: list[str], fraction: float, rng: np.random.Generator
     return train, val
 
 
+TEST_STREAM = int.from_bytes(b"test split", "big")  # names the test subsample's own random stream
+
+
+def rng_for_test_images(split_seed: int, class_name: str) -> np.random.Generator:
+    """Return the random stream that subsamples one class's test images: split_seed and the class alone seed it.
+
+    Its own stream, so that every row with the same data, classes, max_test_per_class and split_seed is tested on
+    the same images whatever its training subsample (max_train_per_class) or class order: paired comparisons of
+    two rows (stats.compare) need the same test images on both sides.
+    """
+    name = int.from_bytes(hashlib.sha256(class_name.encode()).digest()[:8], "big")
+    return np.random.default_rng([split_seed, TEST_STREAM, name])
+
+
 def load_subset(
     root: str | Path,
     classes: Sequence[str] | None = None,
@@ -111,7 +125,7 @@ def load_subset(
             )
         chosen = list(classes)
     train_split, test_split = official_splits(root)
-    rng = np.random.default_rng(split_seed)
+    rng = np.random.default_rng(split_seed)  # the training subsample and the validation split
     train: list[Sample] = []
     val: list[Sample] = []
     test: list[Sample] = []
@@ -127,7 +141,8 @@ def load_subset(
         if max_train_per_class and len(tr_keys) > max_train_per_class:
             tr_keys = sorted(rng.choice(tr_keys, max_train_per_class, replace=False).tolist())
         if max_test_per_class and len(te_keys) > max_test_per_class:
-            te_keys = sorted(rng.choice(te_keys, max_test_per_class, replace=False).tolist())
+            te_rng = rng_for_test_images(split_seed, c)
+            te_keys = sorted(te_rng.choice(te_keys, max_test_per_class, replace=False).tolist())
         tr, va = _stratified_split(tr_keys, val_fraction, rng)
         train += samples(tr, label)
         val += samples(va, label)

@@ -1,26 +1,49 @@
 """The summary's significance tables of a Study: seeds, each change against its parent, the claims, the findings.
 
-stats.py and claims.py compute them; this module formats them for reading, verdicts coloured, each row's scale
-beside it.
+stats.py, claims.py and findings.py compute them; this module formats them for reading, verdicts coloured, each row's
+scale beside it, and says in plain words how they were tested (methods).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from . import claims, stats
+from . import claims, findings, stats
 from .tables import SCALE_NOTE, Study, scales
 
 VERDICT_COLOURS = {"supported": "#d9f2d9", "refuted": "#f9d6d5", "cannot tell": "#f2f2f2", "not run": "#ffffff",
                    "better": "#d9f2d9", "worse": "#f9d6d5", "no detectable difference": "#f2f2f2",
-                   **{v: "#e6eef7" for v in stats.NO_VERDICT.values()}}
+                   "not comparable": "#fff3cd", **{v: "#e6eef7" for v in stats.NO_VERDICT.values()}}
+UNDECIDED = ("cannot tell", "no detectable difference")  # the verdicts that say what the data could have shown
 
 
 def _verdict_style(v: Any) -> str:
-    colour = VERDICT_COLOURS.get(str(v))
+    colour = VERDICT_COLOURS.get(str(v).split(" (MDE")[0])
     return f"background-color: {colour}" if colour else ""
+
+
+def verdict_text(verdict: str, mde_pp: float) -> str:
+    """Return a verdict as the tables print it: an undecided one with its power figure, "cannot tell (MDE 3.1 pp)"."""
+    if verdict in UNDECIDED and not pd.isna(mde_pp):
+        return f"{verdict} (MDE {mde_pp:.1f} pp)"
+    return verdict
+
+
+def _interval(low: float, high: float, level: float = 0.95) -> str:
+    if pd.isna(low):
+        return "—"
+    return f"[{low:+.2f}, {high:+.2f}]" + ("" if pd.isna(level) or round(100 * level) == 95 else f" {100 * level:.0f} %")
+
+
+def _notes(t: pd.DataFrame) -> pd.DataFrame:
+    """Return t without its note column when no row has a note (most studies): the table stays narrow."""
+    return t if (t["note"].fillna("") != "").any() else t.drop(columns="note")
+
+
+P_FORMAT = {"p": "{:.3g}", "Holm p": "{:.3g}", "MDE (pp)": "{:.1f}"}
 
 
 def seed_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
@@ -43,7 +66,7 @@ def pair_scale(scale: dict[str, str], child: str, parent: str) -> str:
 
 
 def ablation_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
-    """Return each row's change against its parent with a 95 % interval, McNemar p and a verdict (real data only)."""
+    """Return each row's change against its parent: 95 % interval, raw and Holm p, MDE, verdict (real data only)."""
     if not len(study.results):
         return pd.DataFrame()
     t = stats.ablation_table(study.results, study.predictions)
@@ -52,12 +75,13 @@ def ablation_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
     t = t.merge(study.results.groupby("id")["change"].first(), left_on="id", right_index=True, how="left")
     scale = scales(study)
     t["scale"] = [pair_scale(scale, c, p) for c, p in zip(t["id"], t["parent"])]
-    t = t[["id", "parent", "change", "n_seeds", "delta_pp", "ci_low_pp", "ci_high_pp", "p_value", "verdict", "scale"]]
-    t = t.rename(columns={"n_seeds": "seeds", "delta_pp": "Δ test (pp)", "ci_low_pp": "95% CI low",
-                          "ci_high_pp": "95% CI high", "p_value": "McNemar p"})
-    return (t.style.hide(axis="index")
-            .format({"Δ test (pp)": "{:+.2f}", "95% CI low": "{:+.2f}", "95% CI high": "{:+.2f}", "McNemar p": "{:.3g}"},
-                    na_rep="—")
+    t["95% CI"] = [_interval(lo, hi) for lo, hi in zip(t["ci_low_pp"], t["ci_high_pp"])]
+    t["verdict"] = [verdict_text(v, m) for v, m in zip(t["verdict"], t["mde_pp"])]
+    t = t[["id", "parent", "change", "n_seeds", "delta_pp", "95% CI", "p_value", "p_holm", "mde_pp", "verdict",
+           "scale", "note"]]
+    t = _notes(t.rename(columns={"n_seeds": "seeds", "delta_pp": "Δ test (pp)", "p_value": "p", "p_holm": "Holm p",
+                                 "mde_pp": "MDE (pp)"}))
+    return (t.style.hide(axis="index").format({"Δ test (pp)": "{:+.2f}", **P_FORMAT}, na_rep="—")
             .map(_verdict_style, subset=["verdict"]).set_caption(SCALE_NOTE))
 
 
@@ -69,20 +93,27 @@ def claims_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
     scale = scales(study)
     t["scale"] = [pair_scale(scale, c, p) if v != "not run" else ""
                   for c, p, v in zip(t["child"], t["parent"], t["verdict"])]
-    t = t[["report", "claim", "child", "parent", "expected", "delta", "p_value", "verdict", "scale"]].rename(
-        columns={"delta": "Δ test (pp) [95% CI]", "p_value": "McNemar p", "expected": "the report says"})
-    return (t.style.hide(axis="index").format({"McNemar p": "{:.3g}"}, na_rep="—")
+    t["verdict"] = [verdict_text(v, m) for v, m in zip(t["verdict"], t["mde_pp"])]
+    t = t[["report", "claim", "child", "parent", "expected", "delta", "p_value", "p_holm", "mde_pp", "verdict", "unit", "scale",
+           "note"]]
+    t = _notes(t.rename(columns={"delta": "Δ test (pp) [95% CI]", "p_value": "p", "p_holm": "Holm p",
+                                 "mde_pp": "MDE (pp)", "expected": "the report says"}))
+    return (t.style.hide(axis="index").format(P_FORMAT, na_rep="—")
             .map(_verdict_style, subset=["verdict"]).set_caption(SCALE_NOTE)
             .set_properties(subset=["claim"], **{"text-align": "left", "max-width": "28em"}))
 
 
 def findings_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
-    """Return the study's headline findings (claims.FINDINGS) with their deciding comparison and verdict."""
-    t = claims.findings_table(study.results, study.predictions) if len(study.results) else pd.DataFrame()
+    """Return the study's headline findings (findings.FINDINGS): estimate, interval, raw and Holm p, MDE, verdict, unit."""
+    t = findings.findings_table(study.results, study.predictions) if len(study.results) else pd.DataFrame()
     if not len(t):
         return t
-    t = t[["finding", "evidence", "p_value", "verdict"]].rename(columns={"p_value": "McNemar / binomial p"})
-    return (t.style.hide(axis="index").format({"McNemar / binomial p": "{:.3g}"}, na_rep="—")
+    t["interval"] = [_interval(lo, hi, lv) for lo, hi, lv in zip(t["ci_low_pp"], t["ci_high_pp"], t["ci_level"])]
+    t["verdict"] = [verdict_text(v, m) for v, m in zip(t["verdict"], t["mde_pp"])]
+    t = t[["finding", "evidence", "estimate_pp", "interval", "p_value", "p_holm", "mde_pp", "verdict", "unit", "note"]]
+    t = _notes(t.rename(columns={"estimate_pp": "estimate (pp)", "p_value": "p", "p_holm": "Holm p",
+                                 "mde_pp": "MDE (pp)"}))
+    return (t.style.hide(axis="index").format({"estimate (pp)": "{:+.2f}", **P_FORMAT}, na_rep="—")
             .map(_verdict_style, subset=["verdict"])
             .set_properties(subset=["finding", "evidence"], **{"text-align": "left"}))
 
@@ -93,11 +124,79 @@ def claims_overview(study: Study) -> str:
         return ""
     t = claims.claims_table(study.results, study.predictions)
     counts = t["verdict"].value_counts()
-    order = ["supported", "refuted", "cannot tell", *stats.NO_VERDICT.values(), "not run"]
+    order = ["supported", "refuted", "cannot tell", "not comparable", *stats.NO_VERDICT.values(), "not run"]
     parts = [f"**{counts[v]}** {v}" for v in order if counts.get(v, 0)]
     line = "Claims: " + ", ".join(parts) + "."
     if (t["data"] == stats.SYNTHETIC).any():
         line += (" A claim about CNNs on food can only be judged on food photos: where a side ran on the "
                  "synthetic dataset, the comparison below is a pipeline check (its statistics show that it is "
                  "computed end to end) and gets no verdict.")
+    elif counts.get("cannot tell", 0):
+        mde = t.loc[t["verdict"] == "cannot tell", "mde_pp"]
+        line += (f" The claims we cannot tell could hide true differences up to about {mde.median():.1f} pp "
+                 f"(median MDE; {mde.min():.1f}–{mde.max():.1f} pp).")
     return line
+
+
+def methods(study: Study) -> str:
+    """Return the report's method section in Markdown: each test, the unit of replication, the correction, the power."""
+    r = study.results
+    seeds = sorted(set(r["seed"])) if len(r) else []
+    n = int(r["n_test"].median()) if len(r) and r["n_test"].notna().any() else None
+    k = int(r.groupby("id")["seed"].nunique().median()) if len(r) else 0
+    scale = (f"In this study each row ran with seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} and "
+             f"was tested on {n:,} images. " if seeds and n else "")
+    unit = ("With one run a row, **every verdict below is about two trained networks, not about the recipes** "
+            "that made them: another seed could come out differently. " if k == 1 else
+            f"With {k} seeds a row, the verdicts are about the recipes. " if k > 1 else "")
+    z = 1.959964 + 0.841621
+    example = f" On {n:,} images with ψ = 0.25 that is {100 * z * np.sqrt(0.25 / n):.1f} pp." if n else ""
+    margin = claims.EQUIVALENCE_MARGIN_PP
+    return f"""### How each comparison is tested
+
+{scale}{unit}
+
+**The same test images on both sides.** Every row with the same data, classes, test cap (`max_test_per_class`) and
+`split_seed` is tested on the same images, whatever its training subsample. Each comparison lines the two rows up by
+image name (the keys saved with the predictions); rows tested on different images read *not comparable* and say why.
+Where a run skipped an unreadable image, the comparison uses the images both sides scored and its note says so.
+
+**One run a side: these two networks.** The two networks are compared image by image with McNemar's exact test: of
+the images exactly one of them gets right, does one network win clearly more than half? The test's unit is the test
+image, so its verdict generalises over food photos but not over training runs (McNemar 1947; Dietterich 1998).
+
+**Several seeds a side: the recipe.** A claim such as "lr 5e-4 beats lr 1e-3" is about a training recipe, and the
+unit of replication is the training run. Each seed gives one accuracy difference, on the same images; their mean is
+tested with a t-test whose standard error has two parts: how much the difference varies from seed to seed, and how
+much it would vary with another sample of test images (both estimated from the seeds × images table; Satterthwaite's
+degrees of freedom). With few seeds the t-distribution is wide, so few seeds can only show large effects. Adding up
+the disagreements of all seeds into one McNemar test instead would count each image once per seed and call
+run-to-run noise an effect (Bouthillier et al. 2021, "Accounting for variance in machine learning benchmarks").
+
+**What supports or refutes a claim.** A claimed improvement (or loss) is *supported* when the difference is
+significant in the claimed direction, *refuted* when it is significant the other way, and otherwise *cannot tell*.
+A claim of "no difference" is tested for equivalence (TOST, two one-sided tests): *supported* when the 90 % interval
+of the difference lies inside ±{margin:g} pp, *refuted* only when it lies wholly outside, *cannot tell* otherwise (a
+significant difference inside the margin refutes nothing). "At least as good" is the one-sided version: supported
+when the 90 % interval stays above −{margin:g} pp, refuted only when it lies wholly below. "Above chance" is the exact
+binomial test of each row; a row not significantly above chance makes the finding *cannot tell*, not refuted:
+absence of evidence is not evidence of guessing. Intervals are 95 % (90 % for the margin tests, marked).
+
+**Many claims at once.** Testing 34 claims at 5 % each would make about one or two false calls even if every
+claim were empty. The *Holm p* column corrects for this (Holm 1979): the smallest p of a family is multiplied by the
+number of tests in it, the next by one fewer, and so on (never decreasing); a verdict needs Holm p < 0.05. The
+families are each report's claims, each report's changes in the table above, and the four headline findings. A
+finding that takes the best of several comparisons ("a custom CNN beats its baseline") is corrected within itself
+too; one that needs all of them ("beats every from-scratch CNN") needs each to be significant on its own.
+
+**Power: what the data could have shown.** *MDE* is the minimum detectable effect: the smallest true difference
+that this comparison would find 4 times in 5 (80 % power) at the 5 % level, before the correction (which raises it).
+For two networks it is (1.96 + 0.84) × √(ψ / n), ψ the share of the n test images where exactly one of them is
+right;{example} For the recipe it is (two t quantiles) × the standard error over seeds. For a "no difference" claim
+it is the narrowest margin the design could establish, and for "at least as good" the same one-sided. A *cannot
+tell* with an MDE of 3 pp says that a true difference of 2 pp could easily have been missed.
+
+References: McNemar (1947) Psychometrika 12; Dietterich (1998) Neural Computation 10(7); Bouthillier et al. (2021)
+MLSys; Satterthwaite (1946) Biometrics Bulletin 2; Schuirmann (1987) J. Pharmacokinetics and Biopharmaceutics 15;
+Berger (1982) Technometrics 24; Holm (1979) Scandinavian Journal of Statistics 6.
+"""

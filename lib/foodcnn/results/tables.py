@@ -50,7 +50,7 @@ class Study:
     profile: str
     results: pd.DataFrame  # one row per run (id, seed)
     metrics: dict[tuple[str, int], pd.DataFrame]
-    predictions: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]]
+    predictions: dict[tuple[str, int], stats.Scored]
     published: pd.DataFrame
     failed: pd.DataFrame  # runs that have an error.txt or no result
     classes: list[str] = field(default_factory=list)
@@ -92,7 +92,9 @@ def collect(runs_dir: str | Path = "runs", profile: str = "demo", params_dir: st
         if (rdir / runs.PREDICTIONS).is_file():
             try:
                 z = run.predictions
-                preds[(rid, seed)] = (z["y_true"].astype(np.int64), z["y_pred"].astype(np.int64))
+                skipped = frozenset(b["key"] for b in res.get("bad_images") or [] if isinstance(b, dict) and "key" in b)
+                preds[(rid, seed)] = stats.Scored(z["y_true"].astype(np.int64), z["y_pred"].astype(np.int64),
+                                                  z["keys"].astype(str), skipped)
                 n_test = len(z["y_true"])
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
                 log.warning("%s is damaged (%s: %s); its confusion figures are left out",
