@@ -134,3 +134,15 @@ def test_a_damaged_run_degrades_only_its_own_claims():
     assert t.loc["w", "verdict"] == "not comparable" and "worse seed 0 and worse seed 1" in t.loc["w", "note"]
     assert t.loc["b", "verdict"] == "supported"
     assert t.loc["n", "verdict"] == "cannot tell" and "compared on the 999 of 1000" in t.loc["n", "note"]
+
+
+def test_a_claim_whose_sides_differ_in_design_is_shown_but_not_judged():
+    results, preds = _fabricated_study()
+    results["image_size"], results["per_class"], results["epochs_max"], results["patience"] = 64, 150, 5, 3
+    claim = Claim("X.up", "X", "better is better", "better", "base", "better")
+    judged = claims.claims_table(results, preds, claims=[claim]).iloc[0]
+    assert judged["verdict"] == "supported"
+    results.loc[results["id"] == "better", "epochs_max"] = 2
+    row = claims.claims_table(results, preds, claims=[claim]).iloc[0]
+    assert row["verdict"] == claims.UNLIKE and "designs differ: epochs 2 vs 5" in row["note"]
+    assert row["delta_pp"] == judged["delta_pp"] and np.isnan(row["p_holm"])  # the numbers stay, no verdict

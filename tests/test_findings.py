@@ -1,5 +1,7 @@
 """Tests for foodcnn.results.findings: the headline findings, each decided from several comparisons, on constructed runs."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,35 @@ def test_findings_on_synthetic_data_are_pipeline_checks():
     assert t["p_value"].notna().all()  # the statistics are still computed
     empty = findings.findings_table(results[results["id"] == "b_vgg1"], preds)
     assert set(empty["verdict"]) == {"not run"}
+
+
+def test_a_custom_cnn_at_another_scale_than_its_baseline_is_left_out_of_the_finding():
+    n, rng = 2000, np.random.default_rng(3)
+    base = rng.random(n) < 0.22
+    results, preds = _study({"a_baseline": base, "a_custom": _changed(base, 200, 0),
+                             "b_baseline": base, "b_custom5": _changed(base, 400, 0)})
+    results["image_size"] = results["id"].map({"b_custom5": 103}).fillna(64)
+    results["per_class"], results["epochs_max"], results["patience"] = 150, 5, 3
+    assert stats.design_gap(results, "b_custom5", "b_baseline") == ["input px 103 vs 64"]
+    assert stats.design_gap(results, "a_custom", "a_baseline") == []
+    t = findings.findings_table(results, preds).set_index("key")
+    row = t.loc["custom_beats_baseline"]
+    assert row["evidence"].startswith("best of 1: a_custom")  # b_custom5's larger gain is not like with like
+    assert "b_custom5 vs b_baseline left out, designs differ: input px 103 vs 64" in row["note"]
+
+
+def test_an_undecided_finding_powered_for_the_published_effect_reads_smaller_than_published():
+    from foodcnn.results import tables
+
+    published = tables.load_published(Path(__file__).resolve().parents[1] / "params")
+    n, rng = 2000, np.random.default_rng(1)
+    base = rng.random(n) < 0.22
+    results, preds = _study({"a_baseline": base, "a_custom": _changed(base, 25, 15)})  # +0.5 pp, not significant
+    t = findings.findings_table(results, preds, published=published).set_index("key")
+    row = t.loc["custom_beats_baseline"]
+    assert row["published_pp"] == pytest.approx(55.55 - 46.22)  # report A's own a_custom - a_baseline
+    assert row["mde_pp"] < row["published_pp"] and row["ci_high_pp"] < row["published_pp"]
+    assert row["verdict"] == findings.SMALLER
+    # without the published figures the same data cannot tell
+    assert findings.findings_table(results, preds).set_index("key").loc["custom_beats_baseline", "verdict"] \
+        == "cannot tell"

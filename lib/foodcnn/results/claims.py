@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from .inference import Interval, equivalence_p
-from .stats import ALPHA, NO_VERDICT, REAL, Comparison, Predictions, compare, has_predictions, holm_by, runs_data_kind
+from .stats import (ALPHA, NO_VERDICT, REAL, Comparison, Predictions, compare, design_gap, has_predictions, holm_by,
+                    runs_data_kind)
 
 # Differences smaller than the smallest change report B counts as an improvement (custom1,
 # +2.06 pp) are "little difference"; B calls SiLU's -0.78 pp "negligible".
@@ -122,6 +123,7 @@ CLAIMS: list[Claim] = [
 ]
 
 
+UNLIKE = "not like with like"  # a claim whose two sides differ in design (stats.design_gap): no verdict
 
 
 def claim_test(claim: Claim, c: Comparison, margin_pp: float = EQUIVALENCE_MARGIN_PP,
@@ -166,6 +168,7 @@ def claims_table(results: pd.DataFrame, predictions: Predictions, claims: list[C
         sides = (claim.child, claim.parent)
         if all(s in ran and has_predictions(s, predictions) for s in sides):
             row["data"] = runs_data_kind(results, sides)
+            gap = design_gap(results, claim.child, claim.parent)
             try:
                 c = compare(claim.child, claim.parent, predictions, alpha)
             except ValueError as e:  # PairingError, or no image left to compare
@@ -178,6 +181,9 @@ def claims_table(results: pd.DataFrame, predictions: Predictions, claims: list[C
                         "delta": f"{d:+.2f} pp [{lo:+.2f}, {hi:+.2f}]" + (f" {level} %" if level != 95 else ""),
                         "p_value": p, "mde_pp": 100 * mde, "unit": c.test.unit, "note": c.note, "outcome": outcome,
                         "verdict": ""}
+                if gap:  # the difference mixes the claimed change with a difference of scale: shown, not judged
+                    row |= {"p_value": np.nan, "verdict": UNLIKE,
+                            "note": "; ".join(filter(None, ["designs differ: " + ", ".join(gap), c.note]))}
         rows.append(row)
     t = pd.DataFrame(rows)
     t["p_holm"] = holm_by(t["p_value"], t["report"] + "|" + (t["data"] == REAL).astype(str))

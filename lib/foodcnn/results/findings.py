@@ -17,7 +17,8 @@ import pandas as pd
 from ..models import registry
 from .claims import EQUIVALENCE_MARGIN_PP
 from .inference import Interval, above_chance_p, below_chance_p, chance_mde, holm, non_inferiority_p
-from .stats import ALPHA, NO_VERDICT, REAL, Comparison, Predictions, compare, has_predictions, runs_data_kind
+from .stats import (ALPHA, NO_VERDICT, REAL, Comparison, Predictions, compare, design_gap, has_predictions,
+                    runs_data_kind)
 
 # What both reports found across their experiments, beyond single ablations: the findings a reader of a
 # CPU-scale study (the laptop profile) wants to see hold on real photos. The evidence column names the deciding
@@ -33,7 +34,7 @@ FINDINGS = {
     "scratch_above_chance": "Every from-scratch CNN is above chance.",
 }
 COLUMNS = ["key", "finding", "evidence", "estimate_pp", "ci_low_pp", "ci_high_pp", "ci_level", "p_value", "p_within",
-           "p_holm", "mde_pp", "unit", "note", "data", "verdict"]
+           "p_holm", "mde_pp", "unit", "note", "data", "verdict"]  # and published_pp (findings_table)
 
 
 @dataclass
@@ -133,9 +134,17 @@ def _finetune(predictions: Predictions, alpha: float, margin_pp: float) -> Decis
     return d
 
 
-def _custom(ran: set[str], predictions: Predictions, alpha: float) -> Decision | None:
+def _custom(results: pd.DataFrame, ran: set[str], predictions: Predictions, alpha: float) -> Decision | None:
     pairs = [(c, p) for c, p in CUSTOM_VS_BASELINE if {c, p} <= ran]
+    # only like with like: a custom CNN at another input size, on other images or another budget than its baseline
+    # would mix the architecture's effect with the scale's (the laptop profile runs custom_b at 103 px)
+    unlike = {pair: design_gap(results, *pair) for pair in pairs}
+    left_out = [f"{c} vs {p} left out, designs differ: {', '.join(unlike[(c, p)])}" for c, p in pairs if unlike[(c, p)]]
+    pairs = [pair for pair in pairs if not unlike[pair]]
+    if not pairs:
+        return _not_comparable(sorted({x for pair in unlike for x in pair}), left_out)
     cs, notes = _comparisons(pairs, predictions, alpha)
+    notes = left_out + notes
     if not cs:
         return _not_comparable(sorted({x for pair in pairs for x in pair}), notes)
     signs, p = np.sign([c.delta for c in cs]), np.array([c.p_value for c in cs])
@@ -180,8 +189,18 @@ def _chance(results: pd.DataFrame, scratch: list[str], alpha: float) -> Decision
                     chance_mde(n, k, alpha), "this network" if seeds == 1 else f"mean of {seeds} seeds", scratch)
 
 
+SMALLER = "smaller than published"  # "cannot tell", but the design could see the reports' effect and it is not there
+
+
+def published_effect(published: pd.DataFrame | None, child: str, parent: str) -> float:
+    """Return the reports' own test-accuracy difference child - parent (pp), NaN where either is not published."""
+    if published is None or child not in published.index or parent not in published.index:
+        return np.nan
+    return float(published.loc[child, "test_acc"] - published.loc[parent, "test_acc"])
+
+
 def findings_table(results: pd.DataFrame, predictions: Predictions, alpha: float = ALPHA,
-                   margin_pp: float = EQUIVALENCE_MARGIN_PP) -> pd.DataFrame:
+                   margin_pp: float = EQUIVALENCE_MARGIN_PP, published: pd.DataFrame | None = None) -> pd.DataFrame:
     """Return one row per headline finding (FINDINGS): evidence, estimate and interval (pp), raw and Holm p, MDE, verdict.
 
     Directional findings use the comparisons' two-sided tests (stats.compare); "at least as good" is a
@@ -190,6 +209,10 @@ def findings_table(results: pd.DataFrame, predictions: Predictions, alpha: float
     row that is not significantly above chance leaves the finding "cannot tell" (not refuted). p_holm: Holm over the
     findings of p_within (the p after the correction inside the finding). Only runs on real photos get a verdict;
     a finding none of whose comparisons ran reads "not run", one whose runs cannot be paired "not comparable".
+
+    With `published` (tables.load_published), a directional finding that reads "cannot tell" although its design
+    could see the reports' own effect (MDE below it) and its interval lies wholly below that effect reads SMALLER:
+    the effect exists or not, but it is smaller at this scale than the reports found (published_pp says how large).
     """
     ran = {i for i in results["id"] if has_predictions(i, predictions)} if len(results) else set()
     scratch = sorted(results.loc[results["model"].map(registry.from_scratch), "id"].unique()) if len(results) else []
@@ -197,7 +220,7 @@ def findings_table(results: pd.DataFrame, predictions: Predictions, alpha: float
     decided: dict[str, Decision | None] = {
         "pretrained_beats_scratch": _pretrained(scratch, predictions, alpha) if FROZEN_PRETRAINED in ran else None,
         "finetune_not_worse": _finetune(predictions, alpha, margin_pp) if {FINE_TUNED, FROZEN_PRETRAINED} <= ran else None,
-        "custom_beats_baseline": _custom(ran, predictions, alpha),
+        "custom_beats_baseline": _custom(results, ran, predictions, alpha),
         "scratch_above_chance": _chance(results, scratch, alpha) if scratch else None,
     }
     rows = []
@@ -218,4 +241,12 @@ def findings_table(results: pd.DataFrame, predictions: Predictions, alpha: float
     t.loc[judged, "verdict"] = [(v if p < alpha else "cannot tell") if k == REAL else NO_VERDICT.get(k, v)
                                 for v, p, k in zip(t.loc[judged, "verdict"], t.loc[judged, "p_holm"],
                                                    t.loc[judged, "data"])]
+    t["published_pp"] = np.nan
+    if published is not None and decided["custom_beats_baseline"] is not None:
+        ev = str(t.loc[t["key"] == "custom_beats_baseline", "evidence"].iloc[0])
+        pair = next(((c, p) for c, p in CUSTOM_VS_BASELINE if f"{c} " in ev and f"vs {p} " in ev), None)
+        if pair is not None:
+            t.loc[t["key"] == "custom_beats_baseline", "published_pp"] = published_effect(published, *pair)
+    smaller = (t["verdict"] == "cannot tell") & (t["ci_high_pp"] < t["published_pp"]) & (t["mde_pp"] < t["published_pp"])
+    t.loc[smaller, "verdict"] = SMALLER
     return t

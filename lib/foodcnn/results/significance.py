@@ -16,12 +16,13 @@ from .tables import SCALE_NOTE, Study, scales
 
 VERDICT_COLOURS = {"supported": "#d9f2d9", "refuted": "#f9d6d5", "cannot tell": "#f2f2f2", "not run": "#ffffff",
                    "better": "#d9f2d9", "worse": "#f9d6d5", "no detectable difference": "#f2f2f2",
-                   "not comparable": "#fff3cd", **{v: "#e6eef7" for v in stats.NO_VERDICT.values()}}
+                   "not comparable": "#fff3cd", claims.UNLIKE: "#fff3cd", findings.SMALLER: "#fce8cf",
+                   **{v: "#e6eef7" for v in stats.NO_VERDICT.values()}}
 UNDECIDED = ("cannot tell", "no detectable difference")  # the verdicts that say what the data could have shown
 
 
 def _verdict_style(v: Any) -> str:
-    colour = VERDICT_COLOURS.get(str(v).split(" (MDE")[0])
+    colour = VERDICT_COLOURS.get(str(v).split(" (")[0])
     return f"background-color: {colour}" if colour else ""
 
 
@@ -105,15 +106,19 @@ def claims_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
 
 def findings_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
     """Return the study's headline findings (findings.FINDINGS): estimate, interval, raw and Holm p, MDE, verdict, unit."""
-    t = findings.findings_table(study.results, study.predictions) if len(study.results) else pd.DataFrame()
+    t = (findings.findings_table(study.results, study.predictions, published=study.published) if len(study.results)
+         else pd.DataFrame())
     if not len(t):
         return t
     t["interval"] = [_interval(lo, hi, lv) for lo, hi, lv in zip(t["ci_low_pp"], t["ci_high_pp"], t["ci_level"])]
-    t["verdict"] = [verdict_text(v, m) for v, m in zip(t["verdict"], t["mde_pp"])]
-    t = t[["finding", "evidence", "estimate_pp", "interval", "p_value", "p_holm", "mde_pp", "verdict", "unit", "note"]]
+    t["verdict"] = [verdict_text(v, m) + (f" ({pub:+.1f} pp)" if v == findings.SMALLER else "")
+                    for v, m, pub in zip(t["verdict"], t["mde_pp"], t["published_pp"])]
+    t = t[["finding", "evidence", "estimate_pp", "interval", "p_value", "p_holm", "mde_pp", "published_pp", "verdict",
+           "unit", "note"]]
     t = _notes(t.rename(columns={"estimate_pp": "estimate (pp)", "p_value": "p", "p_holm": "Holm p",
-                                 "mde_pp": "MDE (pp)"}))
-    return (t.style.hide(axis="index").format({"estimate (pp)": "{:+.2f}", **P_FORMAT}, na_rep="—")
+                                 "mde_pp": "MDE (pp)", "published_pp": "published (pp)"}))
+    return (t.style.hide(axis="index").format({"estimate (pp)": "{:+.2f}", "published (pp)": "{:+.2f}", **P_FORMAT},
+                                              na_rep="—")
             .map(_verdict_style, subset=["verdict"])
             .set_properties(subset=["finding", "evidence"], **{"text-align": "left"}))
 
@@ -195,6 +200,17 @@ For two networks it is (1.96 + 0.84) × √(ψ / n), ψ the share of the n test 
 right;{example} For the recipe it is (two t quantiles) × the standard error over seeds. For a "no difference" claim
 it is the narrowest margin the design could establish, and for "at least as good" the same one-sided. A *cannot
 tell* with an MDE of 3 pp says that a true difference of 2 pp could easily have been missed.
+
+**Like with like.** A difference means the change a row made only when everything else is equal: both sides at the
+same input size, on the same number of training images a class, with the same epoch budget and early-stopping rule,
+and over the same seeds. A claim whose sides differ in any of these reads *not like with like*: its numbers are
+shown, the note names the difference, and it gets no verdict (nor a place in Holm's family). A headline finding
+leaves such a comparison out and says so.
+
+**Smaller than the reports found.** A directional finding that cannot be decided, but whose design was powered for
+the reports' own effect (its MDE is below the published difference) and whose interval lies wholly below that
+difference, reads *smaller than published*: whatever the true effect is at this scale, it is not the one the report
+saw. The published difference is in its own column.
 
 References: McNemar (1947) Psychometrika 12; Dietterich (1998) Neural Computation 10(7); Bouthillier et al. (2021)
 MLSys; Satterthwaite (1946) Biometrics Bulletin 2; Schuirmann (1987) J. Pharmacokinetics and Biopharmaceutics 15;

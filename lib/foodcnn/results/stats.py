@@ -84,6 +84,30 @@ def runs_data_kind(results: pd.DataFrame, ids: tuple[str, ...] | list[str]) -> s
 # --------------------------------------------------------------------------- the chance test
 
 
+# What must be equal on both sides of a comparison for its difference to mean the change the child row made: the
+# input size, the training images a class, the epoch budget and early-stopping rule, and the seeds. (Both sides'
+# test images are checked image by image when they are paired: pairing.py.)
+DESIGN = {"image_size": "input px", "per_class": "images a class", "epochs_max": "epochs", "patience": "patience",
+          "seeds": "seeds"}
+
+
+def design_gap(results: pd.DataFrame, a: str, b: str) -> list[str]:
+    """Return how the designs of rows `a` and `b` differ ("input px 103 vs 64", ...); empty when like with like."""
+    gaps = []
+    ga, gb = results[results["id"] == a], results[results["id"] == b]
+    for col, words in DESIGN.items():
+        if col == "seeds":
+            va, vb = sorted(ga["seed"].tolist()), sorted(gb["seed"].tolist())
+        elif col in results:
+            va, vb = sorted(set(ga[col].dropna().tolist())), sorted(set(gb[col].dropna().tolist()))
+        else:
+            continue
+        if va != vb:
+            show = lambda v: ", ".join(f"{x:g}" if isinstance(x, float) else str(x) for x in v) or "?"  # noqa: E731
+            gaps.append(f"{words} {show(va)} vs {show(vb)}")
+    return gaps
+
+
 def chance_table(results: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """Return per id: chance accuracy (1/classes), the exact binomial p of its mean test accuracy, and at_chance.
 

@@ -114,7 +114,9 @@ def collect(runs_dir: str | Path = "runs", profile: str = "demo", params_dir: st
             "synthetic": data.get("synthetic", False), "data_kind": stats.data_kind(data),
             "num_classes": n_classes, "n_test": n_test if n_test is not None else counts.get("test"),
             "per_class": (counts.get("train", 0) + counts.get("val", 0)) / n_classes if counts and n_classes else None,
-            "epochs_max": p.get("epochs"), "bad_image_count": res.get("bad_image_count", 0),
+            "epochs_max": p.get("epochs"), "patience": p.get("patience"),
+            "recipe": (res.get("recipe") or {}).get("name", "") if isinstance(res.get("recipe"), dict) else "",
+            "bad_image_count": res.get("bad_image_count", 0),
             "bad_images": res.get("bad_images", []), "device": res.get("device", ""),
             "diverged_epoch": res.get("diverged_epoch"), "path": str(rdir),
         })
