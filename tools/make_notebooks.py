@@ -1,7 +1,8 @@
 """Write the project's notebooks (without outputs) from this one file: `python tools/make_notebooks.py`.
 
 Notebooks are thin clients of the library: a `parameters` cell (papermill), then markdown and calls.
-Editing them here keeps the parameters cell equal to the Params dataclass (tests check it).
+Editing them here keeps each experiment notebook's parameters cell naming every Params field, valued as its
+representative catalogue row (KINDS) resolved by the library with HAND_PROFILE (tests check both).
 """
 
 from __future__ import annotations
