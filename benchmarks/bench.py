@@ -7,16 +7,18 @@
     python benchmarks/bench.py --device cuda --json costs.json  # ... and its per-row costs as JSON (gpu.row_costs)
 
 Both loops run in one bench run, side by side, on the same model, data, batch size and number of
-steps. Each table row gets two fresh helper processes (measure.Helper): the reports' loop runs in one
+steps. Each table row gets two fresh helper processes (processes.Helper): the reports' loop runs in one
 with the default malloc, as they ran it; ours runs in the other with the library's CPU malloc tuning
-(lib/foodcnn/core/allocator.py, process-wide and not undoable). They alternate and never run at the same
+(lib/foodcnn/training/allocator.py, process-wide and not undoable). They alternate and never run at the same
 time. Warm-up steps (worker start-up, first oneDNN/cuDNN calls, the heap growing to its working size)
-are not timed. "ours" is the library's own code: data.decode (the uint8 cache) -> data.batches ->
+are not timed. "ours" is the library's own code: subsets.decode (the uint8 cache) -> subsets.batches ->
 transforms.normalise -> model, driven by epochs.train_one_epoch; the frozen-backbone rows use
 whole train.run calls (features.features + streams.FeatureStream, head-only checkpoints). The source JPEGs
 are synthetic at Food-101's resolution (longest side 512 px, --source-side). No figure is asserted:
 timings depend on the machine and its load.
-Measuring tools live in measure.py, the GPU run in gpu.py.
+This file is the command line and the CPU tables. Beside it: workload.py (the data and settings measured on),
+measure.py (one function per measurement), processes.py (the helper processes), reference.py (the reports'
+loop), printing.py (tables), gpu.py (--device cuda and the catalogue's projection), schedule.py (N GPUs).
 """
 
 from __future__ import annotations
@@ -36,14 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from foodcnn.training import allocator  # noqa: E402
-from foodcnn.data import subsets, transforms
-from foodcnn.models import registry
-from foodcnn.training import features, streams  # noqa: E402
+from foodcnn.data import subsets, transforms  # noqa: E402
+from foodcnn.models import registry  # noqa: E402
+from foodcnn.training import allocator, features, streams  # noqa: E402
 from gpu import FAMILIES, catalogue, run_cuda  # noqa: E402
-from measure import (FOOD101_SIDE, FROZEN_ROWS, PAPER_SIZE, REPO, Setup, demo_params,  # noqa: E402
-                     describe_machine, geomean, helpers, make_setup,
-                     measure_wide, paper_epochs, pct, table, truncate)
+from measure import FROZEN_ROWS, measure_wide, truncate  # noqa: E402
+from printing import describe_machine, geomean, pct, table  # noqa: E402
+from processes import helpers  # noqa: E402
+from workload import FOOD101_SIDE, PAPER_SIZE, REPO, Setup, demo_params, make_setup, paper_epochs  # noqa: E402
 
 FROZEN = ["resnet18", "vgg16_bn", "efficientnet_lite0"]
 # vgg16_bn at 224 px is the costliest step of all (134 M parameters, trained in full); the CPU run leaves it out.
@@ -243,7 +245,7 @@ def run_cpu(args: argparse.Namespace) -> None:
     t_start = time.perf_counter()
     try:
         print("each row runs in two fresh helper processes: the reference with the default malloc, ours with "
-              f"the library's CPU malloc tuning (lib/foodcnn/core/allocator.py; "
+              f"the library's CPU malloc tuning (lib/foodcnn/training/allocator.py; "
               f"{'in effect' if allocator.supported() and allocator.wanted() else 'not in effect: not glibc, or FOODCNN_MALLOC=default'})",
               flush=True)
         prow = None

@@ -27,8 +27,9 @@ from foodcnn import params
 from foodcnn.training import epochs, features
 from foodcnn.pipeline import batch as batch_runner
 from schedule import projection
-from measure import (PAPER_SIZE, REPO, make_setup, describe_machine, measure_eval, measure_features, measure_ours,
-                     measure_reference, measure_wide, pct, table)
+from measure import measure_eval, measure_features, measure_ours, measure_reference, measure_wide
+from printing import describe_machine, pct, table
+from workload import PAPER_SIZE, REPO, make_setup
 
 FAMILIES = [n for n in registry.in_order() if n != "vgg16"]  # vgg16_bn times both VGGs
 

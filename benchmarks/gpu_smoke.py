@@ -184,7 +184,7 @@ def main() -> int:
     ap.add_argument("--bench-rc", type=int, default=0)
     ap.add_argument("--bench-seconds", type=float, default=float("nan"))
     args = ap.parse_args()
-    from measure import table  # benchmarks/ on the path (gpu_smoke.sh)
+    from printing import table  # benchmarks/ on the path (gpu_smoke.sh)
 
     t0 = time.perf_counter()
     s = Smoke(args)

@@ -1,36 +1,29 @@
-"""Measuring tools of benchmarks/bench.py: timed streams, peak memory, one function per measurement, tables."""
+"""One function per measurement of benchmarks/bench.py, and the instruments they use: peak memory, timed streams."""
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import math
-import os
-import platform
 import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Subset as IndexSubset
 
 import reference
-from foodcnn.data import subsets, layout, synth, transforms
-from foodcnn.models import registry
 from foodcnn import params
+from foodcnn.data import subsets, transforms
+from foodcnn.models import registry
 from foodcnn.training import epochs, features, streams, train
-
-REPO = Path(__file__).resolve().parents[1]
-PAPER_SIZE = 224
+from workload import REPO, Setup
 
 
 # --------------------------------------------------------------------------------------------
-# Measuring
+# Instruments
 # --------------------------------------------------------------------------------------------
 
 
@@ -180,34 +173,6 @@ def trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Setup:
-    """What every measurement shares: the data, the device and the step counts."""
-
-    subset: subsets.Subset
-    device: torch.device
-    cache_dir: Path
-    demo: params.Params
-    decoded: dict[int, subsets.Decoded] = field(default_factory=dict)
-    decode_ips: dict[int, float] = field(default_factory=dict)
-
-    def split(self, size: int) -> subsets.Decoded:
-        """Return the train split decoded at `size`: a cold decode (timed) once, then the cache (memory-mapped)."""
-        if size not in self.decoded:
-            t0 = time.perf_counter()
-            subsets.decode(self.subset.train, size, cache_dir=self.cache_dir, progress=False)
-            self.decode_ips[size] = len(self.subset.train) / (time.perf_counter() - t0)
-            self.decoded[size] = subsets.decode(self.subset.train, size, cache_dir=self.cache_dir, progress=False)
-        return self.decoded[size]
-
-    def reference_train(self, size: int, mean, std) -> IndexSubset:
-        """Return the reports' dataset restricted to foodcnn's train images (their random_split)."""
-        ds = reference.FoodFolder(self.subset.root, "train", classes=self.subset.classes,
-                                  transform=reference.make_transform(size, mean=mean, std=std))
-        keep = {str(s.path) for s in self.subset.train}
-        return IndexSubset(ds, [i for i, (path, _) in enumerate(ds.samples) if path in keep])
-
-
 def measure_reference(s: Setup, name: str, size: int, batch: int, warmup: int, steps: int,
                       freeze: str = "none", workers: int | None = None) -> dict:
     """Return images/s, data-wait share and peak memory of the reports' training loop."""
@@ -255,16 +220,6 @@ def measure_ours(s: Setup, name: str, size: int, batch: int, warmup: int, steps:
 
 
 
-
-@contextlib.contextmanager
-def patched(obj: Any, name: str, value: Any) -> Iterator[None]:
-    """Temporarily replace obj.name (a candidate library patch measured in place)."""
-    real = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, real)
 
 
 def measure_eval(s: Setup, name: str, size: int, batch: int, warmup: int, steps: int, channels_last: bool = True,
@@ -340,208 +295,3 @@ def measure_wide(size: int, batch: int, steps: int = 3, device: torch.device | s
         aug(x, g)
     sync()
     return (time.perf_counter() - t0) / (steps * batch)
-
-
-# --------------------------------------------------------------------------------------------
-# Tables
-# --------------------------------------------------------------------------------------------
-
-
-def geomean(xs: list[float]) -> float:
-    xs = [x for x in xs if x == x and x > 0]
-    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")
-
-
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            if v != v:
-                return "-"
-            return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}" if abs(v) >= 1 else f"{v:.3f}"
-        return str(v)
-
-    cells = [[fmt(v) for v in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    line = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
-
-
-def pct(x: float) -> str:
-    return "-" if x != x else f"{100 * x:.1f}%"
-
-
-# --------------------------------------------------------------------------------------------
-# Set-up
-# --------------------------------------------------------------------------------------------
-
-
-def demo_params() -> tuple[params.Params, str]:
-    """Return the demo profile's parameters (params/profiles/demo.yaml) and the file they came from."""
-    path = params.profile_path("demo", REPO / "params")
-    return params.from_mapping(params.read_yaml(path), source=str(path)), str(path.relative_to(REPO))
-
-
-def paper_epochs() -> int:
-    """Return the paper profile's epochs (params/profiles/paper.yaml)."""
-    path = params.profile_path("paper", REPO / "params")
-    return params.from_mapping(params.read_yaml(path), source=str(path)).epochs
-
-
-FOOD101_SIDE = 512  # the longest side of a Food-101 image (SPEC §1)
-
-
-def bench_root(source_side: int) -> Path:
-    """Return where the bench keeps its synthetic images of this longest side (generated once, then reused)."""
-    return REPO / "data" / "bench" / f"side-{source_side}" / "food-101"
-
-
-def make_setup(device: torch.device, root: str | None, source_side: int | None = FOOD101_SIDE) -> Setup:
-    """Return the shared set-up: the demo subset of `root`, else of synthetic images whose longest side is `source_side`.
-
-    The reports' loop decodes and resizes every JPEG in every epoch, so its cost grows with the source images:
-    by default the bench generates the demo's classes and counts at Food-101's resolution (longest side 512 px)
-    rather than timing it on the embedded dataset's 128 px thumbnails. `source_side=None` uses the demo
-    profile's own data (data/food-101).
-    """
-    demo, _ = demo_params()
-    if root:
-        data_root = Path(root)
-    elif source_side is None:
-        data_root = Path(demo.data_root)
-    else:
-        data_root = bench_root(source_side)
-    if not data_root.is_absolute():
-        data_root = REPO / data_root
-    try:
-        layout.find_root(data_root)
-    except layout.DatasetError:
-        out = data_root.parent if data_root.name == "food-101" else data_root
-        if root is None and source_side is not None:
-            print(f"generating synthetic images with a longest side of {source_side} px under {out} "
-                  "(once; ~30 s) ...", flush=True)
-            synth.generate(out, num_classes=demo.num_classes, train_per_class=demo.max_train_per_class or 40,
-                           test_per_class=demo.max_test_per_class or 25, max_side=source_side, progress=False)
-        else:
-            print(f"generating the synthetic dataset under {out} ...", flush=True)
-            synth.generate(out, progress=False)
-    subset = subsets.subset_of(demo, data_root)
-    cache = Path(tempfile.mkdtemp(prefix="foodcnn-bench-"))
-    return Setup(subset, device, cache, demo)
-
-
-class Helper:
-    """A fresh process that runs measurements for the bench, one call at a time, with or without foodcnn's malloc tuning.
-
-    foodcnn's CPU runs keep freed memory in glibc's heap (allocator.keep_freed_memory, applied by
-    train.run); the reports' loop ran with the default malloc. That setting is process-wide and cannot be
-    undone, and a process keeps the memory of what it measured before, so each table row measures the
-    reference in one fresh helper (default malloc) and ours in another (the library's setting). The two
-    alternate and never run at the same time: each call blocks until its helper answers. Helpers read the
-    decode cache (`s.cache_dir`), so call `s.split(size)` in the bench first.
-    """
-
-    def __init__(self, s: Setup, library_malloc: bool):
-        import multiprocessing as mp
-
-        # forkserver: one server process imports torch and this module once; each helper is a fork of it
-        # (no interpreter start and torch import per helper), made before any torch thread pool exists.
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["measure"])
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_helper_main,
-                                args=(child, s.subset, s.demo, str(s.cache_dir), s.device.type, library_malloc),
-                                name="foodcnn-bench-helper")  # not daemonic: the reference starts DataLoader workers
-        self.proc.start()
-        child.close()
-        self.malloc_tuned: bool | None = None
-
-    def ready(self) -> "Helper":
-        """Wait until the helper has imported torch and read the set-up; return it."""
-        if self.malloc_tuned is None:
-            self.malloc_tuned = bool(self._answer())
-        return self
-
-    def _answer(self) -> Any:
-        try:
-            status, value = self.conn.recv()
-        except EOFError:
-            raise RuntimeError(f"a bench helper process died (exit code {self.proc.exitcode})") from None
-        if status == "error":
-            raise RuntimeError(f"in a bench helper process:\n{value}")
-        return value
-
-    def call(self, fn: str, *args: Any, threads: int | None = None, **kwargs: Any) -> dict:
-        """Return measure.<fn>(setup, *args, **kwargs) run in the helper (`threads`: torch threads for this call)."""
-        self.ready()
-        self.conn.send((fn, args, kwargs, threads))
-        return self._answer()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.conn.send(None)
-        self.proc.join(timeout=10)
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(timeout=5)
-
-
-@contextlib.contextmanager
-def helpers(s: Setup, reference: bool = True) -> Iterator[tuple[Helper | None, Helper]]:
-    """Yield (reference helper or None, ours helper): fresh processes for one table row, started side by side."""
-    started = [Helper(s, library_malloc=False) if reference else None, Helper(s, library_malloc=True)]
-    try:
-        for h in started:
-            if h is not None:
-                h.ready()
-        yield started[0], started[1]
-    finally:
-        for h in started:
-            if h is not None:
-                h.close()
-
-
-def _helper_main(conn: Any, subset: subsets.Subset, demo: params.Params, cache_dir: str, device: str,
-                 library_malloc: bool) -> None:
-    import traceback
-
-    from foodcnn.training import allocator
-
-    try:
-        tuned = allocator.keep_freed_memory() if library_malloc else False
-        s = Setup(subset, torch.device(device), Path(cache_dir), demo)
-        conn.send(("ok", tuned))
-    except Exception:  # noqa: BLE001 - reported to the parent
-        conn.send(("error", traceback.format_exc()))
-        return
-    while True:
-        try:
-            msg = conn.recv()
-        except EOFError:
-            return
-        if msg is None:
-            return
-        fn, args, kwargs, threads = msg
-        try:
-            with contextlib.ExitStack() as stack:
-                if threads is not None:
-                    stack.callback(torch.set_num_threads, torch.get_num_threads())
-                    torch.set_num_threads(threads)
-                result = globals()[fn](s, *args, **kwargs)
-            conn.send(("ok", result))
-        except Exception:  # noqa: BLE001 - reported to the parent
-            conn.send(("error", traceback.format_exc()))
-
-
-def describe_machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    out = (f"machine: {cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-           f"load average {load:.2f}")
-    if device.type == "cuda":
-        out += f"; GPU: {torch.cuda.get_device_name()}"
-    return out

@@ -147,3 +147,18 @@ def test_the_readme_layout_names_every_module_in_its_folder():
     missing = [f"{folder}/{path.name}" for folder in FOLDERS for path in sorted((PACKAGE / folder).glob("*.py"))
                if path.name != "__init__.py" and f"`{path.name}`" not in bullets[folder]]
     assert not missing, "README.md's library layout does not name: " + ", ".join(missing)
+
+
+def test_the_readme_where_things_live_table_matches_the_tree():
+    # one row per library package and per top-level folder of the project, and no row for a folder that is gone
+    root = PACKAGE.parents[1]
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## Where things live"):]
+    rows = [line.split("|")[1].strip().strip("`").rstrip("/") for line in section.split("\n## ")[0].splitlines()
+            if line.startswith("| `")]
+    assert [r for r in rows if not (root / r).is_dir()] == []
+    packages = {f"lib/foodcnn/{p.parent.name}" for p in PACKAGE.glob("*/__init__.py")}
+    ignored = {line.strip().strip("/") for line in (root / ".gitignore").read_text().splitlines()}  # data/, runs/ ...
+    folders = {p.name for p in root.iterdir()
+               if p.is_dir() and not p.name.startswith(".") and p.name not in ignored and p.name != "lib"}
+    assert set(rows) == packages | folders

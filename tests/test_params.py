@@ -117,3 +117,15 @@ def test_profile_by_model_errors_name_file_and_key(tmp_path, section, message):
     with pytest.raises(params.ParamsError, match=message) as e:
         params.load(exp, profile="cpu")
     assert "cpu.yaml" in str(e.value)
+
+
+def test_project_dir_is_where_the_catalogue_is(tmp_path, monkeypatch):
+    (tmp_path / "params" / "profiles").mkdir(parents=True)
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")  # where JupyterLab starts an experiment notebook's kernel
+    assert params.project_dir() == tmp_path
+    assert params.project_dir(tmp_path) == tmp_path  # batch and papermill already run from there
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "params" / "profiles").rmdir()
+    assert params.project_dir(elsewhere) == elsewhere  # no catalogue above: the paths stay as they are

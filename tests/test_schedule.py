@@ -40,7 +40,7 @@ def test_projection_never_beats_its_lower_bound():
 
 
 def test_gpu_bench_prints_the_catalogue_on_1_to_8_gpus(monkeypatch, capsys):
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # gpu.py imports measure and schedule by name
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # gpu.py imports its neighbours (measure, schedule, ...) by name
     spec = importlib.util.spec_from_file_location("gpu", REPO / "benchmarks" / "gpu.py")
     gpu = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "gpu", gpu)  # its dataclasses look their module up there

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import platform
 import sys
 
@@ -19,14 +19,13 @@ from foodcnn.training import streams
 
 
 def _load(name: str):
-    """Import a script of benchmarks/ (not a package) by path."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """Import a script of benchmarks/ (not a package) by name, as the scripts import one another."""
+    folder = str(REPO / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(folder)
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +113,8 @@ def test_reference_dataset_covers_the_subset(subset, reference, tiny_synth):
 
 def test_bench_helpers_run_the_library_path(subset, tmp_path):
     """The benchmark's plumbing: its reference split is foodcnn's train split; TimedStream drives train_one_epoch."""
-    _load("reference")
     bench = _load("measure")
-    setup = bench.Setup(subset, torch.device("cpu"), tmp_path / "cache", params.Params())
+    setup = _load("workload").Setup(subset, torch.device("cpu"), tmp_path / "cache", params.Params())
     ref_split = setup.reference_train(20, registry.IMAGENET_MEAN, registry.IMAGENET_STD)
     ref_paths = sorted(ref_split.dataset.samples[i][0] for i in ref_split.indices)
     assert ref_paths == sorted(str(s.path) for s in subset.train)
@@ -155,15 +153,13 @@ def test_reduced_scale_jpeg_decode_keeps_the_full_decodes_geometry_and_pixels(tm
 
 
 def test_bench_helper_processes_measure_with_and_without_the_library_malloc(subset, tmp_path, monkeypatch):
-    """measure.Helper: a fresh process per side; ours with foodcnn's malloc tuning, the reference without; errors
+    """processes.Helper: a fresh process per side; ours with foodcnn's malloc tuning, the reference without; errors
     come back as errors, not hangs."""
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # the spawned helper imports measure by name
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # the spawned helper imports processes by name
     monkeypatch.syspath_prepend(str(REPO / "lib"))
-    _load("reference")
-    bench = _load("measure")
-    setup = bench.Setup(subset, torch.device("cpu"), tmp_path / "cache", params.Params())
+    setup = _load("workload").Setup(subset, torch.device("cpu"), tmp_path / "cache", params.Params())
     setup.split(20)
-    with bench.helpers(setup) as (ref, ours):
+    with _load("processes").helpers(setup) as (ref, ours):
         assert ours.malloc_tuned == (sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc")
         assert ref.malloc_tuned is False
         o = ours.call("measure_ours", "baseline", 20, 8, 1, 2)
@@ -178,9 +174,6 @@ def test_bench_helper_processes_measure_with_and_without_the_library_malloc(subs
 def test_gpu_projection_charges_every_cost_once_where_it_falls(monkeypatch):
     """The paper catalogue's wall time: a frozen backbone's features and a size's decode are paid by their first
     run only; every run pays its start, warm-up and checkpoints; rates are looked up per (model, batch, size)."""
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
-    _load("reference")
-    _load("measure")
     gpu = _load("gpu")
     rows = [gpu.Row("a", "resnet18", "head", "none", {}, seeds=3),
             gpu.Row("b", "resnet18", "head", "hflip", {}, seeds=3),
@@ -216,7 +209,7 @@ def test_gpu_projection_charges_every_cost_once_where_it_falls(monkeypatch):
 
 def test_bench_times_full_batches_only(subset, tmp_path):
     bench = _load("measure")
-    setup = bench.Setup(subset, torch.device("cpu"), tmp_path / "cache", params.Params())
+    setup = _load("workload").Setup(subset, torch.device("cpu"), tmp_path / "cache", params.Params())
     split = setup.split(20)
     longer = bench.repeat(split, 3 * len(split) + 5)
     assert len(longer) == 3 * len(split) + 5 and np.array_equal(longer.images[len(split)], split.images[0])

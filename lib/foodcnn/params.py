@@ -298,6 +298,19 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def project_dir(start: str | Path | None = None) -> Path:
+    """Return the nearest of `start` (default: the working directory) and its parents that holds params/profiles/.
+
+    The parameters' relative paths (data, runs, params/published.csv) start there. JupyterLab starts a notebook's
+    kernel in notebooks/, while `batch`, papermill and the CLI run from the project directory itself.
+    """
+    start = Path.cwd() if start is None else Path(start).resolve()
+    for base in (start, *start.parents):
+        if (base / "params" / "profiles").is_dir():
+            return base
+    return start
+
+
 def profile_path(profile: str, params_dir: str | Path = "params") -> Path:
     """Return the YAML file of a named profile (or `profile` itself when it is a path)."""
     p = Path(profile)
