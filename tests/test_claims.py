@@ -1,12 +1,12 @@
-"""Tests for foodcnn.results.claims: the reports' claims and the headline findings, on constructed predictions."""
+"""Tests for foodcnn.stats.claims: the reports' claims and the headline findings, on constructed predictions."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from foodcnn.results import claims, stats
-from foodcnn.results.claims import Claim
+from foodcnn.stats import claims, comparisons as stats
+from foodcnn.stats.claims import Claim
 from test_stats import N_CLASSES, _fabricated_study, _labels, _predictions, _results
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import write_food101
 from foodcnn.pipeline import cli
 from foodcnn.data import subsets, check as datacheck
-from foodcnn.results import stats
+from foodcnn.stats import comparisons
 from foodcnn.results import tables as report, significance
 from foodcnn.training import train
 
@@ -117,7 +117,7 @@ def test_mixed_real_jpegs_through_decode_and_feature_caches_to_the_report(tmp_pa
     assert first["feature_cache"] and again["features_from_disk"] == ["train", "val", "test"]
 
     study = report.collect(tmp_path / "runs", "real", ROOT / "params")
-    assert set(study.results["data_kind"]) == {stats.REAL}
+    assert set(study.results["data_kind"]) == {comparisons.REAL}
     t = report.table(study, "X").set_index("id")
     assert t.loc["x_frozen", "scale"] == "6/class · 96 px · 1/1 ep"
     assert t.loc["x_scratch", "scale"] == "6/class · 37 px · 1/1 ep"

@@ -1,11 +1,11 @@
-"""Tests for foodcnn.results.findings: the headline findings, each decided from several comparisons, on constructed runs."""
+"""Tests for foodcnn.stats.findings: the headline findings, each decided from several comparisons, on constructed runs."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from foodcnn.results import findings, inference, stats
+from foodcnn.stats import findings, inference, comparisons as stats
 from test_stats import N_CLASSES, _labels, _predictions, _results
 
 MODELS = {"a_baseline": "baseline", "a_custom": "custom_a", "b_baseline": "baseline", "b_custom5": "custom_b",

@@ -1,4 +1,4 @@
-"""Tests for foodcnn.results.inference: the tests behind the verdicts, against hand-worked numbers and a simulation."""
+"""Tests for foodcnn.stats.inference: the tests behind the verdicts, against hand-worked numbers and a simulation."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from foodcnn.results import inference
-from foodcnn.results.inference import Paired
+from foodcnn.stats import inference
+from foodcnn.stats.inference import Paired
 
 Z975, Z95, Z90, Z80 = 1.959964, 1.644854, 1.281552, 0.841621
 

@@ -1,8 +1,8 @@
 """The library's packages: each module imports only from its own package or those below, and no imports go round in a circle.
 
 A module's package is the folder it lives in under lib/foodcnn, in this order from the ground up:
-data -> models -> params -> results -> training -> figures -> pipeline. Two files at the top of lib/foodcnn stand
-below them all (atomic: atomic writes; checkpoints: the checkpoint file format), with the package's own __init__;
+data -> models -> params -> stats -> results -> training -> figures -> pipeline. Two files at the top of lib/foodcnn stand
+below them all (atomic: atomic writes; checkpoints: the checkpoint file format; typecheck: YAML values against type hints), with the package's own __init__;
 params.py (also at the top) validates model names against the registry, so it stands above models; __main__
 (`python -m foodcnn`) belongs to pipeline. A module placed anywhere else fails the test with a message that names it.
 """
@@ -16,9 +16,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lib" / "foodcnn"
 SHARED = "shared"  # small helpers at the top of lib/foodcnn that every package may use
-ORDER = (SHARED, "data", "models", "params", "results", "training", "figures", "pipeline")
+ORDER = (SHARED, "data", "models", "params", "stats", "results", "training", "figures", "pipeline")
 FOLDERS = tuple(layer for layer in ORDER if (PACKAGE / layer).is_dir())
-TOP_LEVEL = {"__init__": SHARED, "atomic": SHARED, "checkpoints": SHARED, "params": "params", "__main__": "pipeline"}
+TOP_LEVEL = {"__init__": SHARED, "atomic": SHARED, "checkpoints": SHARED, "typecheck": SHARED, "params": "params",
+             "__main__": "pipeline"}
 
 
 def layer_of(name: str) -> str | None:

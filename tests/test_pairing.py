@@ -1,10 +1,10 @@
-"""Tests for foodcnn.results.pairing: two rows lined up image by image, by the keys their predictions saved."""
+"""Tests for foodcnn.stats.pairing: two rows lined up image by image, by the keys their predictions saved."""
 
 import numpy as np
 import pytest
 
-from foodcnn.results import pairing, stats
-from foodcnn.results.pairing import PairingError, Scored
+from foodcnn.stats import pairing, comparisons as stats
+from foodcnn.stats.pairing import PairingError, Scored
 
 KEYS = np.array([f"c{i % 4}/{1000 + i}" for i in range(40)])
 Y = np.arange(40) % 4

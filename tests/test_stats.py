@@ -1,4 +1,4 @@
-"""Tests for foodcnn.results.stats on constructed predictions with known answers."""
+"""Tests for foodcnn.stats.comparisons on constructed predictions with known answers."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from foodcnn.results import inference, stats
+from foodcnn.stats import inference, comparisons as stats
 
 N_CLASSES = 20
 

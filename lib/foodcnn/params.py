@@ -7,13 +7,14 @@ import difflib
 import hashlib
 import json
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
+from .typecheck import type_name, type_ok
 
 AUGMENTS = ("none", "hflip", "wide")
 ACTIVATIONS = ("relu", "silu")
@@ -131,62 +132,6 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Pa
 _HINTS = typing.get_type_hints(Params)
 
 
-def _type_ok(value: Any, hint: Any) -> tuple[bool, Any]:
-    """Check `value` against a field's type hint; return (ok, coerced value)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(hint):
-            ok, v = _type_ok(value, arg)
-            if ok:
-                return True, v
-        return False, value
-    if hint is type(None):
-        return value is None, value
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                return True, float(value)
-            except ValueError:
-                return False, value
-        return False, value
-    if hint is str:
-        return isinstance(value, str), value
-    if origin is list:
-        (arg,) = typing.get_args(hint)
-        if not isinstance(value, list):
-            return False, value
-        out = []
-        for item in value:
-            ok, v = _type_ok(item, arg)
-            if not ok:
-                return False, value
-            out.append(v)
-        return True, out
-    if origin is dict:
-        kt, vt = typing.get_args(hint)
-        if not isinstance(value, dict):
-            return False, value
-        out_d = {}
-        for k, v in value.items():
-            ok_k, k2 = _type_ok(k, kt)
-            ok_v, v2 = _type_ok(v, vt)
-            if not (ok_k and ok_v):
-                return False, value
-            out_d[k2] = v2
-        return True, out_d
-    return True, value
-
-
-def _type_name(hint: Any) -> str:
-    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
-
-
 def _choice(source: str, key: str, value: Any, choices: typing.Iterable[str]) -> None:
     choices = list(choices)
     if value not in choices:
@@ -264,10 +209,10 @@ def from_mapping(mapping: Mapping[str, Any], source: str = "<params>") -> Params
             raise ParamsError(f"{source}: unknown key '{key}'.{hint} Valid keys: {', '.join(sorted(FIELDS))}")
         if key == "seeds" and isinstance(value, int) and not isinstance(value, bool):
             value = list(range(value))  # a count of seeds means seeds 0..n-1
-        ok, coerced = _type_ok(value, _HINTS[key])
+        ok, coerced = type_ok(value, _HINTS[key])
         if not ok:
             raise ParamsError(
-                f"{source}: key '{key}': expected {_type_name(_HINTS[key])}, got {value!r} ({type(value).__name__})"
+                f"{source}: key '{key}': expected {type_name(_HINTS[key])}, got {value!r} ({type(value).__name__})"
             )
         values[key] = coerced
     p = Params(**values)
@@ -385,7 +330,7 @@ def load(
         merged["profile"] = Path(profile).stem
     if overrides:
         for key, value in overrides.items():  # errors name --set, not the file the value never came from
-            if key not in FIELDS or not _type_ok(value, _HINTS[key])[0]:
+            if key not in FIELDS or not type_ok(value, _HINTS[key])[0]:
                 from_mapping({key: value}, source="--set")  # raises with did-you-mean or the expected type
         merged.update(overrides)
     return from_mapping(merged, source=f"{path}" + (f" + profile {profile}" if profile else ""))

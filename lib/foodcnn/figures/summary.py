@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..results import stats
+from ..stats import comparisons
 from . import plots
 from ..results.tables import Study, table
 
@@ -54,7 +54,7 @@ def published_figure(study: Study) -> Figure:
 
 def ablation_figure(study: Study) -> Figure:
     """Return a forest plot: each row's test-accuracy change against its parent with its 95 % interval."""
-    t = stats.ablation_table(study.results, study.predictions) if len(study.results) else pd.DataFrame()
+    t = comparisons.ablation_table(study.results, study.predictions) if len(study.results) else pd.DataFrame()
     t = t.dropna(subset=["ci_low_pp"]) if len(t) else t
     fig, ax = _canvas(len(t), 0.3, 1.2, "no row has both itself and its parent finished")
     if ax is None:
@@ -75,11 +75,11 @@ def ablation_figure(study: Study) -> Figure:
 
 def forest_title(kinds: pd.Series) -> str:
     """Return the forest plot's title: a pipeline check when every comparison has a synthetic side."""
-    if len(kinds) and (kinds == stats.SYNTHETIC).all():
+    if len(kinds) and (kinds == comparisons.SYNTHETIC).all():
         return ("Pipeline check on synthetic data: no verdicts\n"
                 "(test accuracy change against the parent, 95 % interval)")
     title = "Which changes are distinguishable from noise? (green better, red worse, grey cannot tell)"
-    if (kinds != stats.REAL).any():
+    if (kinds != comparisons.REAL).any():
         title += "\ngrey also: rows on synthetic or unrecorded data, no verdict"
     return title
 

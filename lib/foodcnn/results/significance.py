@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import claims, findings, stats
+from ..stats import claims, findings, comparisons as stats
 from .tables import SCALE_NOTE, Study, scales
 
 VERDICT_COLOURS = {"supported": "#d9f2d9", "refuted": "#f9d6d5", "cannot tell": "#f2f2f2", "not run": "#ffffff",

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from .. import params as params_mod
-from . import runs, stats
+from . import runs
+from ..stats import comparisons
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class Study:
     profile: str
     results: pd.DataFrame  # one row per run (id, seed)
     metrics: dict[tuple[str, int], pd.DataFrame]
-    predictions: dict[tuple[str, int], stats.Scored]
+    predictions: dict[tuple[str, int], comparisons.Scored]
     published: pd.DataFrame
     failed: pd.DataFrame  # runs that have an error.txt or no result
     classes: list[str] = field(default_factory=list)
@@ -58,7 +59,7 @@ class Study:
     @property
     def synthetic(self) -> bool:
         """Return True when any run used the synthetic dataset."""
-        return bool(len(self.results)) and bool((self.results["data_kind"] == stats.SYNTHETIC).any())
+        return bool(len(self.results)) and bool((self.results["data_kind"] == comparisons.SYNTHETIC).any())
 
 
 def collect(runs_dir: str | Path = "runs", profile: str = "demo", params_dir: str | Path = "params") -> Study:
@@ -93,7 +94,7 @@ def collect(runs_dir: str | Path = "runs", profile: str = "demo", params_dir: st
             try:
                 z = run.predictions
                 skipped = frozenset(b["key"] for b in res.get("bad_images") or [] if isinstance(b, dict) and "key" in b)
-                preds[(rid, seed)] = stats.Scored(z["y_true"].astype(np.int64), z["y_pred"].astype(np.int64),
+                preds[(rid, seed)] = comparisons.Scored(z["y_true"].astype(np.int64), z["y_pred"].astype(np.int64),
                                                   z["keys"].astype(str), skipped)
                 n_test = len(z["y_true"])
             except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
@@ -111,7 +112,7 @@ def collect(runs_dir: str | Path = "runs", profile: str = "demo", params_dir: st
             "pretrained_imagenet": res.get("pretrained_imagenet", False),
             "random_init_fallback": "unavailable" in str(res.get("weights_source", "")),
             "feature_cache": res.get("feature_cache", False), "freeze": res.get("freeze", ""),
-            "synthetic": data.get("synthetic", False), "data_kind": stats.data_kind(data),
+            "synthetic": data.get("synthetic", False), "data_kind": comparisons.data_kind(data),
             "num_classes": n_classes, "n_test": n_test if n_test is not None else counts.get("test"),
             "per_class": (counts.get("train", 0) + counts.get("val", 0)) / n_classes if counts and n_classes else None,
             "epochs_max": p.get("epochs"), "patience": p.get("patience"),
@@ -191,7 +192,7 @@ def table(study: Study, report: str) -> pd.DataFrame:
     df = study.results[study.results["report"] == report]
     out = []
     scale = scales(study)
-    chance = stats.chance_table(df).set_index("id") if len(df) else pd.DataFrame()
+    chance = comparisons.chance_table(df).set_index("id") if len(df) else pd.DataFrame()
     for rid, g in df.groupby("id", sort=False):
         pub = study.published.loc[rid] if rid in study.published.index else None
         row = {
@@ -212,7 +213,7 @@ def table(study: Study, report: str) -> pd.DataFrame:
 
 
 def _pm(values: pd.Series) -> str:
-    return stats.mean_sd(values.mean(), values.std(ddof=1))
+    return comparisons.mean_sd(values.mean(), values.std(ddof=1))
 
 
 def _delta_style(v: Any) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .inference import Interval, equivalence_p
-from .stats import (ALPHA, NO_VERDICT, REAL, Comparison, Predictions, compare, design_gap, has_predictions, holm_by,
+from .comparisons import (ALPHA, NO_VERDICT, REAL, Comparison, Predictions, compare, design_gap, has_predictions, holm_by,
                     runs_data_kind)
 
 # Differences smaller than the smallest change report B counts as an improvement (custom1,

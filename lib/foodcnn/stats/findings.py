@@ -17,7 +17,7 @@ import pandas as pd
 from ..models import registry
 from .claims import EQUIVALENCE_MARGIN_PP
 from .inference import Interval, above_chance_p, below_chance_p, chance_mde, holm, non_inferiority_p
-from .stats import (ALPHA, NO_VERDICT, REAL, Comparison, Predictions, compare, design_gap, has_predictions,
+from .comparisons import (ALPHA, NO_VERDICT, REAL, Comparison, Predictions, compare, design_gap, has_predictions,
                     runs_data_kind)
 
 # What both reports found across their experiments, beyond single ablations: the findings a reader of a
