@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import claims, stats
+from . import claims, formats, stats
 from .tables import SCALE_NOTE, Study, scales
 
 VERDICT_COLOURS = {"supported": "#d9f2d9", "refuted": "#f9d6d5", "cannot tell": "#f2f2f2", "not run": "#ffffff",
@@ -33,7 +33,7 @@ def seed_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
         out[label] = [stats.mean_sd(100 * a, 100 * b) for a, b in zip(s[f"{m}_mean"], s[f"{m}_std"])]
     out["test loss"] = [stats.mean_sd(a, b, 3) for a, b in zip(s["test_loss_mean"], s["test_loss_std"])]
     out["scale"] = out["id"].map(scales(study))
-    return out.style.hide(axis="index").set_caption(SCALE_NOTE)
+    return formats.readable(out).set_caption(SCALE_NOTE)
 
 
 def pair_scale(scale: dict[str, str], child: str, parent: str) -> str:
@@ -55,9 +55,7 @@ def ablation_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
     t = t[["id", "parent", "change", "n_seeds", "delta_pp", "ci_low_pp", "ci_high_pp", "p_value", "verdict", "scale"]]
     t = t.rename(columns={"n_seeds": "seeds", "delta_pp": "Δ test (pp)", "ci_low_pp": "95% CI low",
                           "ci_high_pp": "95% CI high", "p_value": "McNemar p"})
-    return (t.style.hide(axis="index")
-            .format({"Δ test (pp)": "{:+.2f}", "95% CI low": "{:+.2f}", "95% CI high": "{:+.2f}", "McNemar p": "{:.3g}"},
-                    na_rep="—")
+    return (formats.readable(t)
             .map(_verdict_style, subset=["verdict"]).set_caption(SCALE_NOTE))
 
 
@@ -71,7 +69,7 @@ def claims_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
                   for c, p, v in zip(t["child"], t["parent"], t["verdict"])]
     t = t[["report", "claim", "child", "parent", "expected", "delta", "p_value", "verdict", "scale"]].rename(
         columns={"delta": "Δ test (pp) [95% CI]", "p_value": "McNemar p", "expected": "the report says"})
-    return (t.style.hide(axis="index").format({"McNemar p": "{:.3g}"}, na_rep="—")
+    return (formats.readable(t)
             .map(_verdict_style, subset=["verdict"]).set_caption(SCALE_NOTE)
             .set_properties(subset=["claim"], **{"text-align": "left", "max-width": "28em"}))
 
@@ -82,7 +80,7 @@ def findings_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
     if not len(t):
         return t
     t = t[["finding", "evidence", "p_value", "verdict"]].rename(columns={"p_value": "McNemar / binomial p"})
-    return (t.style.hide(axis="index").format({"McNemar / binomial p": "{:.3g}"}, na_rep="—")
+    return (formats.readable(t)
             .map(_verdict_style, subset=["verdict"])
             .set_properties(subset=["finding", "evidence"], **{"text-align": "left"}))
 
