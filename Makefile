@@ -24,6 +24,8 @@ setup: $(STAMP)  ## virtual environment with pinned torch 2.14.1 / torchvision 0
 data: setup  ## the embedded synthetic dataset in the Food-101 layout (data/food-101)
 	$(PY) -m foodcnn data synth --out data
 
+# exit status: 0 every row ran and the HTML and PDF were written; 4 the HTML without a PDF (one line says why);
+# 1 a row failed (the report lists it)
 report: $(if $(DATA),setup,data)  ## every catalogue row through papermill, then the report in reports/ (it lists failed rows too)
 	$(PY) -m foodcnn batch --profile $(PROFILE) $(if $(JOBS),--jobs $(JOBS)) $(DATA_SET); status=$$?; \
 	$(PY) -m foodcnn report --profile $(PROFILE) && exit $$status

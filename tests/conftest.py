@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -126,22 +129,94 @@ def write_probe_notebook(path: Path) -> Path:
     return path
 
 
+# Debian's Chromium for the browser tests (the report's PDF needs no browser). Headless on a machine with no
+# display and a closed network: without the networking flags Chromium keeps dialling Google's services.
+CHROMIUM_FLAGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "firefox", "msedge")
+
+
+def chromium() -> str | None:
+    """Return a Chromium/Chrome executable on PATH, or None."""
+    return next((path for name in BROWSERS[:4] if (path := shutil.which(name))), None)
+
+
 @pytest.fixture(scope="session")
 def browser():
     """Debian's headless Chromium driven by Playwright (Playwright's own browser download is impossible offline)."""
-    from foodcnn.pipeline import rendering
-
-    exe = rendering.chromium()
+    exe = chromium()
     if exe is None:
         pytest.skip("Chromium is not installed: `apt-get install chromium` (.ci/run installs it)")
     from playwright.sync_api import sync_playwright
 
-    # Playwright passes --headless and a fresh profile itself; the rest are the flags the PDF print uses
-    args = [f for f in rendering.CHROMIUM_FLAGS if f != "--headless"]
-    with sync_playwright() as pw:
-        chrome = pw.chromium.launch(executable_path=exe, args=args)
+    with sync_playwright() as pw:  # Playwright passes --headless and a fresh profile itself
+        chrome = pw.chromium.launch(executable_path=exe, args=list(CHROMIUM_FLAGS))
         yield chrome
         chrome.close()
+
+
+def path_without_browsers(tmp: Path) -> str:
+    """Return a PATH that finds this Python and no web browser (as on a fresh machine without one)."""
+    bin_dir = tmp / "bin-without-browsers"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("python", "python3"):
+        if not (bin_dir / name).exists():
+            (bin_dir / name).symlink_to(sys.executable)
+    path = str(bin_dir)
+    assert not [b for b in BROWSERS if shutil.which(b, path=path)]
+    return path
+
+
+@dataclass
+class PdfPage:
+    """One page of a PDF as a reader meets it: its size (points), its text, where each piece of text starts."""
+
+    width: float
+    height: float
+    text: str  # whitespace collapsed to single spaces
+    starts: list[tuple[float, float, str]]  # (x, y, text) of every piece of text drawn
+
+
+def read_pdf(path: Path) -> list[PdfPage]:
+    """Return the pages of a PDF read with pypdf (from PyPI; no poppler)."""
+    from pypdf import PdfReader
+
+    pages = []
+    for page in PdfReader(str(path)).pages:
+        starts: list[tuple[float, float, str]] = []
+
+        def visit(text, cm, tm, _font, _size, starts=starts):
+            if text.strip():  # where the text matrix puts this piece, in page coordinates
+                starts.append((tm[4] * cm[0] + tm[5] * cm[2] + cm[4], tm[4] * cm[1] + tm[5] * cm[3] + cm[5], text))
+
+        text = page.extract_text(visitor_text=visit)
+        box = page.mediabox
+        pages.append(PdfPage(float(box.width), float(box.height), " ".join(text.split()), starts))
+    return pages
+
+
+def pdf_alt_texts(path: Path) -> list[str]:
+    """Return the /Alt text of every /Figure in a tagged PDF's structure tree, in document order."""
+    from pypdf import PdfReader
+    from pypdf.generic import ArrayObject, DictionaryObject
+
+    found: list[str] = []
+
+    def walk(node) -> None:
+        node = node.get_object()
+        if isinstance(node, ArrayObject):
+            for child in node:
+                walk(child)
+        elif isinstance(node, DictionaryObject) and node.get("/Type") != "/Page":
+            if node.get("/S") == "/Figure" and "/Alt" in node:
+                found.append(str(node["/Alt"]))
+            if "/K" in node:
+                walk(node["/K"])
+
+    root = PdfReader(str(path)).trailer["/Root"]
+    if "/StructTreeRoot" in root:
+        walk(root["/StructTreeRoot"])
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from html import unescape
 from pathlib import Path
 
 import pytest
-from conftest import verdict_cells
+from conftest import path_without_browsers, pdf_alt_texts, read_pdf, verdict_cells
 
 from foodcnn.pipeline import batch, rendering
 from foodcnn.figures import insight
@@ -45,6 +44,7 @@ def reported(tiny_synth, tmp_path_factory):
                 for j in jobs]
         first = batch.run_batch(jobs, progress=False, workers=2)  # two notebooks at a time, as `make report`
         again = batch.run_batch(jobs, progress=False)  # a re-run skips finished rows and retries the failed one
+        mp.setenv("PATH", path_without_browsers(tmp))  # the report of a fresh machine: no browser anywhere
         out = rendering.render("tiny", runs_dir=tmp / "runs", params_dir=pdir, notebooks_dir=ROOT / "notebooks",
                                out_dir=tmp / "reports")
     return {"first": first, "again": again, "report": out, "study": tables.collect(tmp / "runs", "tiny", pdir)}
@@ -105,18 +105,41 @@ def test_report_in_the_browser(reported, browser):
     page.close()
 
 
-def test_report_pdf_prints_every_table_header(reported):
-    pdf = reported["report"]["pdf"]
-    if pdf is None:
-        pytest.skip("no PDF: Chromium is not installed (apt-get install chromium; .ci/run installs it)")
-    if shutil.which("pdftotext") is None:
-        pytest.skip("pdftotext is not installed (apt-get install poppler-utils; .ci/run installs it)")
-    text = " ".join(subprocess.run(["pdftotext", "-raw", str(pdf), "-"], check=True, capture_output=True,
-                                   text=True).stdout.split())
-    headers = {unescape(h).strip() for h in re.findall(r"<th[^>]*>(.*?)</th>", reported["report"]["html"].read_text())}
-    assert "Δ test (pp)" in headers and "published test %" in headers
-    assert sorted(h for h in headers if h and h not in text) == []  # wrapped headers read back whole, none cut
-    assert "page 1 of" in text  # page numbers
+def _column_headers(html: str) -> list[list[str]]:
+    """Return the column headers of every table of a report page, table by table."""
+    return [[" ".join(unescape(re.sub(r"<[^>]+>", "", h)).split()) for h in re.findall(r"<th[^>]*>(.*?)</th>", t, re.S)]
+            for t in re.findall(r"<thead>(.*?)</thead>", html, re.S)]
+
+
+def test_report_html_figures_carry_their_words_and_tables_read_as_written(reported):
+    html = reported["report"]["html"].read_text()
+    alts = [unescape(a) for a in re.findall(r'<img [^>]*alt="([^"]*)"', html)]
+    assert len(alts) == html.count("<img ") > 5  # every figure, none with nbconvert's "No description" stand-in
+    assert all(len(a) > 60 and "No description" not in a for a in alts)
+    cells = [unescape(c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", html, re.S)]
+    assert not [c for c in cells if re.fullmatch(r"-?[\d,]+\.\d*0000|True|False|nan|None", c)]  # no 15.800000
+    assert not [h for t in _column_headers(html) for h in t if h == "index"]
+    assert re.search(r">\d{1,3},\d{3}(,\d{3})*<", html)  # parameter counts with thousands separators
+
+
+def test_report_pdf_reads_as_a_person_reads_it(reported):
+    """The PDF, read back with pypdf: pages, the header on each, whole tables, the banner, figures with words."""
+    pdf, html = reported["report"]["pdf"], reported["report"]["html"].read_text()
+    assert pdf is not None, reported["report"]["pdf_problem"]
+    pages = read_pdf(pdf)
+    assert len(pages) > 3 and all(round(p.width) == 842 and round(p.height) == 595 for p in pages)  # A4 landscape
+    for i, page in enumerate(pages, 1):
+        assert "foodcnn · profile tiny" in page.text and f"page {i} of {len(pages)}" in page.text
+        right = page.width - 12 * 72 / 25.4  # print.css's 12 mm margin: nothing runs past it, nothing is cut
+        assert max(x for x, _, _ in page.starts) < right
+    assert "Synthetic data." in pages[0].text  # the banner
+    for headers in _column_headers(html):  # every table's columns, the last one too, in a row on one page
+        assert any(" ".join(headers) in p.text for p in pages), headers
+    alts = [unescape(a) for a in re.findall(r'<img [^>]*alt="([^"]*)"', html)]
+    assert pdf_alt_texts(pdf) == alts  # each figure's /Alt in the tagged PDF
+    text = " ".join(p.text for p in pages)
+    assert all(" ".join(a.split()) in text for a in alts)  # ... and printed as its caption
+    assert any("rows with a published figure" in a and "pp" in a for a in alts)
 
 
 def test_plan_validates_every_row_before_running(tmp_path):

@@ -111,7 +111,7 @@ def test_figures_of_a_study_without_runs_say_so(tmp_path):
                       (summary.ablation_figure(study), "no row has both itself and its parent finished")):
         (ax,) = fig.axes
         assert [t.get_text() for t in ax.texts] == [text] and not ax.axison
-    assert summary.curve_figures(study) == []
+    assert summary.curve_groups(study) == []
 
 
 def test_a_study_without_finished_runs_still_renders_every_table(tmp_path):

@@ -139,40 +139,41 @@ def summary() -> None:
                           "theirs: **A** — *Implementation of Four Convolution Neural Network and Their "
                           "Visualization*; **B** — *Diving Deep for Accuracy with Convolutional Neural Networks*."),
         new_code_cell("%matplotlib inline\nfrom IPython.display import HTML, Markdown, display\n"
-                      "from foodcnn.figures import summary as figures\nfrom foodcnn.results import significance, tables as report\n\n"
-                      "study = report.collect(runs_dir, profile, params_dir)\n"
-                      "display(HTML(report.banner(study)))\n"
-                      "display(Markdown(report.overview(study)))"),
+                      "from foodcnn.figures import insight, registry, summary\n"
+                      "from foodcnn.results import significance, tables\n\n"
+                      "study = tables.collect(runs_dir, profile, params_dir)\n"
+                      "display(HTML(tables.banner(study)))\n"
+                      "display(Markdown(tables.overview(study)))"),
         new_markdown_cell("## Report A\n\nBaseline, the custom model and its ablations, VGG16 and ResNet18 with "
                           "frozen backbones. `Δ test` is our test accuracy minus the published one, in percentage points."),
-        new_code_cell('report.styled(report.table(study, "A"))'),
+        new_code_cell('tables.styled(tables.table(study, "A"))'),
         new_markdown_cell("## Report B\n\nBaseline, custom1–custom7, and ResNet18 / VGG16-BN under freezing, "
                           "learning-rate and augmentation changes."),
-        new_code_cell('report.styled(report.table(study, "B"))'),
+        new_code_cell('tables.styled(tables.table(study, "B"))'),
         new_markdown_cell("## Beyond the reports\n\nEfficientNet-Lite0 with real ImageNet weights (available offline)."),
-        new_code_cell('report.styled(report.table(study, "X"))'),
+        new_code_cell('tables.styled(tables.table(study, "X"))'),
         new_markdown_cell("## Ours beside theirs"),
-        new_code_cell("figures.published_figure(study)"),
+        new_code_cell('registry.show("published", study)'),
         new_markdown_cell("## Learning curves\n\nTrain (blue) and validation (orange) loss and accuracy of every run; "
                           "the star marks the best epoch (lowest validation loss), whose weights were tested."),
-        new_code_cell("for fig in figures.curve_figures(study):\n    display(fig)"),
+        new_code_cell('for runs in summary.curve_groups(study):\n    display(registry.show("curves_grid", runs))'),
         new_markdown_cell("## Inside the networks\n\nWhat the best run of each model family (highest test accuracy, "
                           "seed 0) learned and where it looks (SPEC §5)."),
-        new_code_cell("from foodcnn.figures import insight\n\nreps = insight.representative_runs(study)\n"
+        new_code_cell("reps = insight.representative_runs(study)\n"
                       "display(Markdown(insight.visualisation_links(study)))"),
         new_markdown_cell("### First-layer filters\n\nEvery first-layer filter, shifted to be non-negative and "
                           "divided by its maximum, as an RGB tile (SPEC §5): the representatives first, then every "
                           "trained model (seed 0). Trained filters show colour blobs and edges; filters that barely "
                           "moved from their random start look like noise."),
-        new_code_cell("display(insight.filters_overview(reps, ncols=4, panel=2.4))\n"
-                      "insight.filters_overview(insight.all_runs(study))"),
+        new_code_cell('display(registry.show("filters_overview", reps, ncols=4, panel=2.4))\n'
+                      'registry.show("filters_overview", insight.all_runs(study))'),
         new_markdown_cell("### Feature maps\n\nThe first test image through each representative: the outputs of "
                           "its first, a middle and its last convolution, each map min-max normalised."),
-        new_code_cell("for fig in insight.feature_map_figures(reps):\n    display(fig)"),
+        new_code_cell('for run in reps:\n    display(registry.show("feature_maps", run))'),
         new_markdown_cell("### Where each network looks\n\nThe same test images through every representative: "
                           "Grad-CAM for the model's own prediction (red = evidence for it) and that prediction, "
                           "✗ when wrong; the true classes head the columns."),
-        new_code_cell("insight.side_by_side(reps)"),
+        new_code_cell('registry.show("side_by_side", reps)'),
         new_markdown_cell("## Seeds, error bars and significance\n\n"
                           "Both reports drew conclusions from single runs. Here each row is run once per seed of "
                           "the profile; the table gives mean ± standard deviation over seeds. Each row is then "
@@ -184,7 +185,7 @@ def summary() -> None:
                           "dataset it reads *pipeline check (synthetic)*."),
         new_code_cell("display(Markdown(significance.methods(study)))"),
         new_code_cell("significance.seed_table(study)"),
-        new_code_cell("figures.ablation_figure(study)"),
+        new_code_cell('registry.show("ablation", study)'),
         new_code_cell("significance.ablation_table(study)"),
         new_markdown_cell("## Do our runs support the reports' claims?\n\n"
                           "Each conclusion the reports drew, restated, with the comparison that tests it. "
@@ -207,9 +208,9 @@ def summary() -> None:
         new_code_cell("significance.findings_table(study)"),
         new_markdown_cell("## Cost\n\nWall time of the whole run, training throughput, trainable parameters and "
                           "the epoch early stopping kept. Frozen-backbone rows train the head on cached features."),
-        new_code_cell("report.styled(report.cost_table(study))"),
+        new_code_cell("tables.styled(tables.cost_table(study))"),
         new_markdown_cell("## Failed, unfinished and skipped inputs"),
-        new_code_cell("display(Markdown(report.problems(study)))"),
+        new_code_cell("display(Markdown(tables.problems(study)))"),
     ])
 
 

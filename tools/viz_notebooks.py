@@ -27,49 +27,50 @@ def visualise() -> None:
             "the same test images through several models at the end."),
         parameters('run_dir = ""\ncompare_dirs = []\nmax_images = 8'),
         new_code_cell("%matplotlib inline\nfrom IPython.display import Markdown, display\n"
-                      "from foodcnn.figures import insight, runview\nfrom foodcnn.results import tables as report\n\n"
+                      "from foodcnn.figures import insight, registry, runview\n"
+                      "from foodcnn.results import tables\n\n"
                       "run = runview.open_run(run_dir)\n"
                       "display(Markdown(runview.describe(run)))\n"
-                      "report.run_card(run.result)"),
+                      "tables.run_card(run.result)"),
         new_markdown_cell("## Learning curves\n\nTrain (blue) and validation (orange) loss and accuracy per epoch. "
                           "The dashed line marks the best epoch (lowest validation loss): every figure below uses "
                           "the weights of that epoch."),
-        new_code_cell("insight.curves_figure(run)"),
+        new_code_cell('registry.show("curves", run)'),
         new_markdown_cell("## First-layer filters\n\nEvery filter of the first convolution, shifted to be "
                           "non-negative and divided by its maximum, shown as an RGB tile (SPEC §5). Trained filters "
                           "show colour blobs, edges and stripes; filters that barely moved from their random start "
                           "look like noise."),
-        new_code_cell("insight.filters_figure(run)"),
+        new_code_cell('registry.show("filters", run)'),
         new_markdown_cell("## Feature maps\n\nThe first test image (left) through the network: the outputs of the "
                           "first, a middle and the last convolution, each map min-max normalised (bright = strong "
                           "response). Early maps still look like the image; later ones are smaller and more abstract."),
-        new_code_cell("insight.feature_maps_figure(run, image_index=0)"),
+        new_code_cell('registry.show("feature_maps", run, image_index=0)'),
         new_markdown_cell("## Confusion matrix\n\nOne row per true class, one column per predicted class; each row "
                           "sums to 100 %. A strong diagonal is good; bright cells off it are classes the model "
                           "mixes up."),
-        new_code_cell("insight.confusion_figure(run)"),
+        new_code_cell('registry.show("confusion", run)'),
         new_markdown_cell("## Per-class accuracy\n\nTest accuracy of each class, best on top; the dashed line is the "
                           "overall accuracy."),
-        new_code_cell("table, figure = insight.per_class(run)\nfigure"),
+        new_code_cell('registry.show("per_class", run)'),
         new_markdown_cell("## Most-confused pairs\n\nThe most frequent mistakes: how many test images of the true "
                           "class went to the predicted one, and what share of the true class that is."),
-        new_code_cell("insight.most_confused(run)"),
+        new_code_cell("tables.styled(insight.most_confused(run))"),
         new_markdown_cell("## Hardest test images\n\nThe test images with the highest loss, the ones the model was "
                           "most confidently wrong about: true class, then the prediction and its probability "
                           "(✗ and red when wrong)."),
-        new_code_cell("insight.hardest_gallery(run, k=2 * max_images)"),
+        new_code_cell('registry.show("hardest", run, k=2 * max_images)'),
         new_markdown_cell("## Where the network looks (Grad-CAM)\n\nGrad-CAM weights the maps of the last convolution "
                           "by the gradient of the predicted class's score: red regions pushed the prediction most, "
                           "blue ones not at all. At small inputs the last maps can be 1x1, which cannot say where, so "
                           "the last convolution with a map of at least 4x4 is used (the title names it). The images "
                           "are spread over the test set, about one per class."),
-        new_code_cell("insight.cam_gallery(run, k=max_images)"),
+        new_code_cell('registry.show("cam", run, k=max_images)'),
         new_markdown_cell("## Side by side\n\nThe same test images through this run and each run in "
                           "`compare_dirs`: one row per model, each cell its Grad-CAM and its prediction (✗ and red "
                           "when wrong), the true classes above. Nothing is drawn when `compare_dirs` is empty."),
         new_code_cell("if compare_dirs:\n"
                       "    compared = runview.open_runs([run_dir, *compare_dirs])\n"
-                      "    display(insight.side_by_side(compared, n_images=max_images))"),
+                      '    display(registry.show("side_by_side", compared, n_images=max_images))'),
     ])
 
 

@@ -1,6 +1,7 @@
 """Pictures and tables of what trained networks learned and where they look: one run, several runs, a study's picks.
 
-Runs are opened through runview.py; the figures themselves are drawn by viz.py and viz_inside.py.
+Runs are opened through runview.py; the figures themselves are drawn by plots.py and filters.py. Each figure of
+the report has a `describe_` twin (its alt text, from the same data; registry.py pairs them) at the end.
 """
 
 from __future__ import annotations
@@ -66,16 +67,20 @@ def filters_overview(runs_: Sequence[runs.Run], ncols: int = 8, panel: float = 1
     return viz_inside.filters_overview(weights, ncols=ncols, panel=panel, title=title)
 
 
-def feature_maps_figure(run: runs.Run, image_index: int = 0, max_maps: int = 64) -> Figure:
-    """Return the feature maps of the first, a middle and the last conv layer for one test image (SPEC §5)."""
+def _feature_maps(run: runs.Run, image_index: int) -> tuple[dict[str, Tensor], Tensor, str, int]:
+    """Return (maps of the first, a middle and the last conv layer, the test image, its class, the conv count)."""
     model = runview.load_model(run)
     images, labels = runview.test_images(run, [image_index])
     layers = probing.feature_layers(model)
     maps = probing.capture_feature_maps(model, runview.model_input(model, images)[0], layers)
-    n = len(registry.conv_layers(model))
-    names = runview.class_names(run)
+    return maps, images, runview.class_names(run)[int(labels[0])], len(registry.conv_layers(model))
+
+
+def feature_maps_figure(run: runs.Run, image_index: int = 0, max_maps: int = 64) -> Figure:
+    """Return the feature maps of the first, a middle and the last conv layer for one test image (SPEC §5)."""
+    maps, images, true_class, n = _feature_maps(run, image_index)
     return viz_inside.feature_map_grid(
-        maps, max_maps=max_maps, image=images[0], image_title=f"test image {image_index}\n{names[int(labels[0])]}",
+        maps, max_maps=max_maps, image=images[0], image_title=f"test image {image_index}\n{true_class}",
         title=f"{runview.run_label(run)}: feature maps of the first, middle (number {n // 2 + 1}) and last of its "
               f"{n} conv layers, each map min-max normalised")
 
@@ -88,18 +93,27 @@ def confusion_figure(run: runs.Run) -> Figure:
     return viz.confusion_figure(cm, names, title=f"{run.params.id}: test confusion, {len(pred['y_true'])} images")
 
 
+def per_class_table(run: runs.Run) -> pd.DataFrame:
+    """Return the per-class test accuracy table: class, n, correct, accuracy, one row per class."""
+    pred = run.predictions
+    return metrics.per_class_accuracy(pred["y_true"], pred["y_pred"], runview.class_names(run))
+
+
+def per_class_figure(run: runs.Run) -> Figure:
+    """Return the bar chart of the run's per-class test accuracy, best class on top."""
+    return viz.per_class_figure(per_class_table(run), title=f"{run.params.id}: per-class test accuracy")
+
+
 def per_class(run: runs.Run) -> tuple[pd.DataFrame, Figure]:
     """Return the per-class test accuracy table (one row per class) and its bar chart."""
-    pred = run.predictions
-    table = metrics.per_class_accuracy(pred["y_true"], pred["y_pred"], runview.class_names(run))
-    return table, viz.per_class_figure(table, title=f"{run.params.id}: per-class test accuracy")
+    return per_class_table(run), per_class_figure(run)
 
 
 def most_confused(run: runs.Run, k: int = 10) -> pd.DataFrame:
     """Return the k most frequent test mistakes: true, predicted, count and % of the true class."""
     pred = run.predictions
     top = metrics.most_confused(pred["y_true"], pred["y_pred"], runview.class_names(run), k=k)
-    top["% of true class"] = (100 * top.pop("share")).round(1)
+    top["% of true class"] = 100 * top.pop("share")
     return top
 
 
@@ -138,10 +152,14 @@ def _cam_layer_note(run: runs.Run) -> str:
     return f"{layer} (the last conv layer with a map of at least {side}x{side})"
 
 
+def _cam_indices(run: runs.Run, k: int, indices: Sequence[int] | None) -> list[int]:
+    return list(spread(len(run.predictions["keys"]), k) if indices is None else indices)
+
+
 def cam_gallery(run: runs.Run, k: int = 8, indices: Sequence[int] | None = None) -> Figure:
     """Return Grad-CAM overlays (last conv layer, predicted class) of k test images spread over the classes."""
     pred = run.predictions
-    idx = list(spread(len(pred["keys"]), k) if indices is None else indices)
+    idx = _cam_indices(run, k, indices)
     images, cams = _cams(run, idx)
     names = runview.class_names(run)
     titles, colors = [], []
@@ -156,16 +174,21 @@ def cam_gallery(run: runs.Run, k: int = 8, indices: Sequence[int] | None = None)
 # --- several runs ------------------------------------------------------------------------------
 
 
-def side_by_side(runs_: Sequence[runs.Run], n_images: int = 6) -> Figure:
-    """Return the same test images through several models: one row per run, Grad-CAM overlay and prediction per cell."""
-    if not runs_:
-        return viz.message_figure("no runs to compare")
+def _shared_images(runs_: Sequence[runs.Run], n_images: int) -> tuple[list[list[str]], list[str]]:
+    """Return each run's test keys and up to n_images keys that every run tested, spread over the first's order."""
     keys = [[str(k) for k in run.predictions["keys"]] for run in runs_]
     shared = set.intersection(*(set(k) for k in keys))
     common = [k for k in keys[0] if k in shared]
     if not common:
         raise ValueError("these runs share no test images (different classes or data); compare runs of one profile")
-    chosen = [common[i] for i in spread(len(common), n_images)]
+    return keys, [common[i] for i in spread(len(common), n_images)]
+
+
+def side_by_side(runs_: Sequence[runs.Run], n_images: int = 6) -> Figure:
+    """Return the same test images through several models: one row per run, Grad-CAM overlay and prediction per cell."""
+    if not runs_:
+        return viz.message_figure("no runs to compare")
+    keys, chosen = _shared_images(runs_, n_images)
     panels: dict[str, list[np.ndarray]] = {}
     titles: dict[str, list[str]] = {}
     colors: dict[str, list[str]] = {}
@@ -222,11 +245,6 @@ def all_runs(study: tables.Study) -> list[runs.Run]:
     return [runs.open_run(p) for p in rows["path"] if (Path(p) / runs.BEST).is_file()]
 
 
-def feature_map_figures(runs_: Sequence[runs.Run], image_index: int = 0) -> list[Figure]:
-    """Return feature_maps_figure of each run."""
-    return [feature_maps_figure(run, image_index) for run in runs_]
-
-
 def page_name(profile: str, rid: str) -> str:
     """Return the file name (without suffix) of a run's visualisation page in reports/."""
     return f"visualise-{profile}-{rid}"
@@ -243,3 +261,134 @@ def visualisation_links(study: tables.Study) -> str:
     return ("The best run of each model family (highest test accuracy, seed 0) has its own page with curves, "
             "filters, feature maps, confusion matrix, per-class accuracy, hardest images and Grad-CAM:\n\n"
             + "\n".join(lines))
+
+
+# --- the same figures in words (alt text) ------------------------------------------------------
+
+
+def _share(n: int, of: int) -> str:
+    return f"{n} of {of}"
+
+
+def describe_curves(run: runs.Run) -> str:
+    """Return the alt text of curves_figure: the epochs run and the best epoch's validation loss and accuracy."""
+    m, label = run.metrics, runview.run_label(run)
+    best = viz.best_epoch(m) if len(m) else None
+    if best is None:
+        return f"Loss and accuracy curves of {label}: no epoch with a validation loss was recorded."
+    return (f"Train and validation loss and accuracy (%) against epoch for {label}, over "
+            f"{viz.count(len(m), 'epoch')}: the best epoch, {int(best['epoch'])}, has validation loss "
+            f"{best['val_loss']:.3f} and validation accuracy {100 * best['val_acc']:.1f} % (train "
+            f"{100 * best['train_acc']:.1f} %); its weights were tested.")
+
+
+def _filter_shape(w: Tensor) -> str:
+    out, inp, kh, kw = w.shape
+    return f"{min(out, viz_inside.MAX_TILES)} of {out} filters of {kh}x{kw} over {inp} input channels"
+
+
+def describe_filters(run: runs.Run) -> str:
+    """Return the alt text of filters_figure: which layer, how many filters of what size."""
+    name, conv = registry.conv_layers(runview.load_model(run))[0]
+    return (f"First-layer filters of {runview.run_label(run)}, layer {name}: {_filter_shape(conv.weight)}, each shown "
+            f"as an RGB tile shifted to be non-negative and divided by its maximum.")
+
+
+def describe_filters_overview(runs_: Sequence[runs.Run], ncols: int = 8, panel: float = 1.5, title: str = "") -> str:
+    """Return the alt text of filters_overview: the runs, and how many first-layer filters of which sizes."""
+    if not runs_:
+        return "First-layer filters: no trained models to show."
+    shapes = [tuple(runview.first_conv_weight(run).shape) for run in runs_]
+    ids = [run.params.id for run in runs_]
+    counts = sorted({out for out, *_ in shapes})
+    sizes = sorted({f"{kh}x{kw}" for *_, kh, kw in shapes})
+    which = ", ".join(ids) if len(ids) <= 8 else f"{ids[0]} to {ids[-1]}"
+    per_run = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    return (f"First-layer filters of {viz.count(len(runs_), 'run')} ({which}), one mosaic of RGB tiles each: "
+            f"{per_run} filters per run, {' or '.join(sizes)} pixels each.")
+
+
+def describe_feature_maps(run: runs.Run, image_index: int = 0, max_maps: int = 64) -> str:
+    """Return the alt text of feature_maps_figure: the image, and each layer's map count and size."""
+    maps, _, true_class, n = _feature_maps(run, image_index)
+    layers = "; ".join(f"{label} {len(m)} maps of {m.shape[1]}x{m.shape[2]}" for label, m in maps.items())
+    return (f"Feature maps of test image {image_index} (true class {true_class}) in {runview.run_label(run)}, "
+            f"{viz.count(n, 'conv layer')} in all: {layers}; up to {max_maps} maps shown per layer, each min-max "
+            f"normalised.")
+
+
+def describe_confusion(run: runs.Run) -> str:
+    """Return the alt text of confusion_figure: the range of per-class accuracy and the largest confusion."""
+    pred, names = run.predictions, runview.class_names(run)
+    cm = metrics.confusion(pred["y_true"], pred["y_pred"], len(names))
+    diag = np.diag(cm)
+    off = cm - np.diag(diag)
+    t, p_ = np.unravel_index(int(np.argmax(off)), off.shape)
+    worst = f"most often confused: {names[t]} taken for {names[p_]} ({100 * off[t, p_]:.0f} % of {names[t]})" \
+        if off[t, p_] > 0 else "no confusions"
+    return (f"Confusion matrix of {run.params.id} on {len(pred['y_true'])} test images, true class (rows) against "
+            f"predicted class (columns), {len(names)} classes, each row summing to 100 %: the diagonal (per-class "
+            f"accuracy) runs from {100 * diag.min():.0f} % ({names[int(diag.argmin())]}) to {100 * diag.max():.0f} % "
+            f"({names[int(diag.argmax())]}); {worst}.")
+
+
+def describe_per_class(run: runs.Run) -> str:
+    """Return the alt text of per_class_figure: the best and worst class and the overall accuracy."""
+    t = per_class_table(run).dropna(subset=["accuracy"])
+    if not len(t):
+        return f"Per-class test accuracy of {run.params.id}: no test images."
+    best, worst = t.loc[t["accuracy"].idxmax()], t.loc[t["accuracy"].idxmin()]
+    overall = 100 * t["correct"].sum() / max(t["n"].sum(), 1)
+    return (f"Bar chart of the test accuracy (%) of each of {len(t)} classes for {run.params.id}, best on top: "
+            f"{best['class']} {100 * best['accuracy']:.0f} %, worst {worst['class']} {100 * worst['accuracy']:.0f} %; "
+            f"overall {overall:.1f} % (dashed line).")
+
+
+def _mistakes(run: runs.Run, idx: Sequence[int], names: list[str], most: int = 3) -> str:
+    pred = run.predictions
+    wrong = [f"{names[int(pred['y_true'][i])]} taken for {names[int(pred['y_pred'][i])]}"
+             for i in idx if pred["y_true"][i] != pred["y_pred"][i]]
+    return "; ".join(wrong[:most]) + ("; …" if len(wrong) > most else "")
+
+
+def describe_hardest(run: runs.Run, k: int = 16) -> str:
+    """Return the alt text of hardest_gallery: how many images, their loss range, how many are wrong."""
+    pred, names = run.predictions, runview.class_names(run)
+    idx = list(metrics.highest_loss(pred["loss"], k))
+    if not idx:
+        return f"The test images of {run.params.id} with the highest loss: none."
+    wrong = sum(int(pred["y_true"][i] != pred["y_pred"][i]) for i in idx)
+    text = (f"The {viz.count(len(idx), 'test image')} on which {run.params.id} had the highest loss "
+            f"({float(pred['loss'][idx[0]]):.2f} down to {float(pred['loss'][idx[-1]]):.2f}), each captioned with "
+            f"its true class and the prediction: {_share(wrong, len(idx))} wrong")
+    return text + (f" ({_mistakes(run, idx, names)})." if wrong else ".")
+
+
+def describe_cam(run: runs.Run, k: int = 8, indices: Sequence[int] | None = None) -> str:
+    """Return the alt text of cam_gallery: the layer, how many images, how many predictions are right."""
+    pred, names = run.predictions, runview.class_names(run)
+    idx = _cam_indices(run, k, indices)
+    right = sum(int(pred["y_true"][i] == pred["y_pred"][i]) for i in idx)
+    text = (f"Grad-CAM heat maps of {run.params.id} at {_cam_layer_note(run)} over "
+            f"{viz.count(len(idx), 'test image')} spread over the classes, each for the model's own prediction "
+            f"(red: evidence for it): {_share(right, len(idx))} predictions right")
+    return text + (f"; wrong: {_mistakes(run, idx, names)}." if right < len(idx) else ".")
+
+
+def describe_side_by_side(runs_: Sequence[runs.Run], n_images: int = 6) -> str:
+    """Return the alt text of side_by_side: the shared images' classes and each model's right answers."""
+    if not runs_:
+        return "The same test images through several models: no runs to compare."
+    keys, chosen = _shared_images(runs_, n_images)
+    first = runs_[0]
+    where = {k: i for i, k in enumerate(keys[0])}
+    truth = [runview.class_names(first)[int(first.predictions["y_true"][where[k]])] for k in chosen]
+    scores = []
+    for run, run_keys in zip(runs_, keys):
+        at = {k: i for i, k in enumerate(run_keys)}
+        p = run.predictions
+        right = sum(int(p["y_true"][at[k]] == p["y_pred"][at[k]]) for k in chosen)
+        scores.append(f"{run.params.id} {_share(right, len(chosen))}")
+    return (f"The same {viz.count(len(chosen), 'test image')} ({', '.join(truth)}) through "
+            f"{viz.count(len(runs_), 'model')}, one row per model, each cell the Grad-CAM heat map for that model's "
+            f"prediction; right predictions: {', '.join(scores)}.")

@@ -45,6 +45,11 @@ def pretty_class(name: str) -> str:
     return name.removeprefix(CLASS_PREFIX).replace("_", " ")
 
 
+def count(n: int, noun: str) -> str:
+    """Return "1 run" or "3 runs": a count and its noun, for titles and alt text."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def blank(ax) -> None:
     """Remove an image axis's ticks and frame."""
     ax.set_xticks([])
@@ -77,7 +82,8 @@ def message_figure(text: str, width: float = 6.0, height: float = 1.2) -> Figure
 # --- training curves (SPEC §3, §5) -------------------------------------------------------------
 
 
-def _best_row(metrics: pd.DataFrame) -> pd.Series | None:
+def best_epoch(metrics: pd.DataFrame) -> pd.Series | None:
+    """Return the metrics row of the epoch with the lowest validation loss (the tested weights), None if none."""
     val = pd.to_numeric(metrics["val_loss"], errors="coerce")
     return None if val.isna().all() else metrics.loc[val.idxmin()]
 
@@ -88,7 +94,7 @@ def _plot_curves(ax_loss, ax_acc, metrics: pd.DataFrame, legend: bool = True) ->
     ax_loss.plot(epoch, metrics["val_loss"], "-o", ms=3, color=VAL_COLOR, label="validation")
     ax_acc.plot(epoch, 100 * metrics["train_acc"], "-o", ms=3, color=TRAIN_COLOR, label="train")
     ax_acc.plot(epoch, 100 * metrics["val_acc"], "-o", ms=3, color=VAL_COLOR, label="validation")
-    best = _best_row(metrics)
+    best = best_epoch(metrics)
     if best is not None:
         label = (
             f"best epoch {int(best['epoch'])}: "
@@ -147,7 +153,7 @@ def curves_grid(runs: dict[str, pd.DataFrame], ncols: int = 3, title: str = "") 
             ax.yaxis.label.set_size(8)
         ax_loss.set_ylabel("loss", fontsize=8)
         ax_acc.set_ylabel("acc. (%)", fontsize=8)
-        best = _best_row(metrics)
+        best = best_epoch(metrics)
         note = ""
         if best is not None:
             note = f"  (best val {100 * best['val_acc']:.1f} % @ {int(best['epoch'])})"

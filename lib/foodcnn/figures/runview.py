@@ -24,14 +24,17 @@ from ..results import runs
 _MODELS: OrderedDict[tuple[str, int], nn.Module] = OrderedDict()
 _TESTS: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
 _KEEP = 2
+# First-layer filters are small, and a figure and its alt text both read them (VGG16's best.pt is 0.5 GB to load)
+_FIRST_CONVS: OrderedDict[tuple[str, int], Tensor] = OrderedDict()
+_KEEP_FIRST_CONVS = 256
 
 
-def _remember(cache: OrderedDict, key: tuple, make: Any) -> Any:
+def _remember(cache: OrderedDict, key: tuple, make: Any, keep: int = _KEEP) -> Any:
     if key in cache:
         cache.move_to_end(key)
         return cache[key]
     value = cache[key] = make()
-    while len(cache) > _KEEP:
+    while len(cache) > keep:
         cache.popitem(last=False)
     return value
 
@@ -103,9 +106,14 @@ def load_model(run: runs.Run) -> nn.Module:
 
 def first_conv_weight(run: runs.Run) -> Tensor:
     """Return the first conv layer's weight (out, in, kh, kw) from best.pt without building the model."""
-    state = checkpoints.load(run.path / runs.BEST)["model"]
-    # state_dict order is module registration order, so the first 4-D weight is probing.first_conv(model)'s.
-    return next(v for k, v in state.items() if k.endswith("weight") and v.ndim == 4)
+    best = run.path / runs.BEST
+
+    def read() -> Tensor:
+        state = checkpoints.load(best)["model"]
+        # state_dict order is module registration order, so the first 4-D weight is probing.first_conv(model)'s.
+        return next(v for k, v in state.items() if k.endswith("weight") and v.ndim == 4).clone()
+
+    return _remember(_FIRST_CONVS, (str(best.resolve()), best.stat().st_mtime_ns), read, keep=_KEEP_FIRST_CONVS)
 
 
 def _test_split(run: runs.Run) -> tuple[np.ndarray, np.ndarray]:

@@ -111,13 +111,19 @@ def cmd_batch(args: argparse.Namespace) -> int:
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
+NO_PDF = 4  # `report`'s exit status when the HTML was written and the PDF could not be made
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from . import rendering
 
     out = rendering.render(args.profile, runs_dir=args.runs_dir, params_dir=args.params_dir,
                            notebooks_dir=args.notebooks_dir, out_dir=args.out)
     print(f"report: {out['html']}")
-    print(f"pdf: {out['pdf']}" if out["pdf"] else "pdf: not rendered (no Chromium; `apt-get install chromium`)")
+    if out["pdf"] is None:
+        print(out["pdf_problem"], file=sys.stderr)
+        return NO_PDF
+    print(f"pdf: {out['pdf']}")
     return 0
 
 
@@ -169,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     b.set_defaults(fn=cmd_batch)
 
-    rp = sub.add_parser("report", help="aggregate a profile's runs and render reports/foodcnn-<profile>.html (+ PDF)")
+    rp = sub.add_parser("report", help="aggregate a profile's runs and render reports/foodcnn-<profile>.html and .pdf",
+                        description=f"exit status 0: HTML and PDF written; {NO_PDF}: HTML written, no PDF (one line "
+                                    "says why and what to install)")
     rp.add_argument("--profile", default="demo")
     rp.add_argument("--runs-dir", default="runs")
     rp.add_argument("--params-dir", default="params")

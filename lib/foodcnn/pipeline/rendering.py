@@ -1,13 +1,9 @@
-"""Rendering the study: notebooks executed with papermill, exported to HTML with nbconvert and printed to PDF by Chromium."""
+"""Rendering the study: notebooks executed with papermill, exported to HTML with nbconvert, printed to PDF by WeasyPrint."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import subprocess
-import tempfile
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,61 +14,77 @@ from .batch import KERNEL, cpu_jobs, kernel_config
 
 log = logging.getLogger(__name__)
 
+HERE = Path(__file__).parent
+# WeasyPrint is a wheel from PyPI; what it needs beyond Python is Pango (1.44 or later), which desktop Linux and
+# macOS have and minimal containers may not: https://doc.courtbouillon.org/weasyprint/stable/first_steps.html
+INSTALL_WEASYPRINT = "pip install weasyprint (make setup installs it)"
+INSTALL_PANGO = ("install Pango: apt-get install libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 "
+                 "(Debian, Ubuntu), dnf install pango (Fedora), brew install pango (macOS)")
 
-# Headless on a machine with no display and a closed network: without the networking flags Chromium keeps
-# dialling Google's services at every start. The tests' browser uses the same flags.
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
 
-
-def chromium() -> str | None:
-    """Return a headless-capable Chromium/Chrome executable, or None."""
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
+class PdfUnavailable(RuntimeError):
+    """The PDF could not be made; the message says why and what to install, in one line."""
 
 
 def print_css(header: str) -> str:
     """Return the `<style>` that lays the page out for print, with `header` at the top of every page."""
-    rules = (Path(__file__).with_name("print.css")).read_text()
+    rules = (HERE / "print.css").read_text()
     top = (f"@page {{ @top-left {{ content: {json.dumps(header, ensure_ascii=False)}; font: 8pt sans-serif; "
            "color: #555; } }")
     return f"<style type=\"text/css\">\n{rules}\n{top}\n</style>\n"
 
 
 def to_html(notebook: Path, html_path: Path, header: str = "") -> Path:
-    """Export an executed notebook to one self-contained HTML file without code cells, laid out for print too."""
+    """Export an executed notebook to one self-contained HTML file without code cells, laid out for print too.
+
+    Figures that carry alt text (figures/registry.py) become <figure>s with that text as alt and caption
+    (report.html.j2).
+    """
     import nbformat
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(notebook), as_version=4)
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
-                            embed_images=True)
+    exporter = HTMLExporter(template_name="lab", template_file=str(HERE / "report.html.j2"), exclude_input=True,
+                            exclude_input_prompt=True, exclude_output_prompt=True, embed_images=True)
     body, _ = exporter.from_notebook_node(nb)
     body = body.replace("</head>", print_css(header or html_path.stem) + "</head>", 1)
     atomic_write_text(html_path, body)
     return html_path
 
 
-def to_pdf(html_path: Path, pdf_path: Path, timeout: int = 180) -> Path | None:
-    """Print the HTML to PDF with headless Chromium; return None (and say why) when none is installed."""
-    exe = chromium()
-    if exe is None:
-        log.warning("no PDF: Chromium is not installed (apt-get install chromium); the HTML report is complete")
-        return None
-    tmp = pdf_path.with_suffix(".tmp.pdf")
+def _weasyprint():
+    """Return the weasyprint module, or raise PdfUnavailable saying what to install."""
     try:
-        with tempfile.TemporaryDirectory(prefix="foodcnn-chromium-") as profile:  # a fresh profile: no lock
-            cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--no-pdf-header-footer",
-                   f"--print-to-pdf={tmp}", html_path.resolve().as_uri()]
-            subprocess.run(cmd, check=True, capture_output=True, timeout=timeout)
+        import weasyprint
+    except ImportError:
+        raise PdfUnavailable(f"no PDF: WeasyPrint is not installed; {INSTALL_WEASYPRINT}") from None
+    except OSError as e:  # the wheel is there, the system's Pango is not
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PdfUnavailable(f"no PDF: WeasyPrint cannot load Pango ({first}); {INSTALL_PANGO}") from None
+    return weasyprint
+
+
+def to_pdf(html_path: Path, pdf_path: Path) -> Path:
+    """Print the HTML to an A4 landscape PDF with WeasyPrint (print.css: header, page numbers, whole tables).
+
+    The PDF is tagged, so each figure's alt text is its /Alt in the PDF too. Raises PdfUnavailable, with one line
+    saying why and what to install, when it cannot be made; the HTML is left as it is.
+    """
+    weasyprint = _weasyprint()
+    # WeasyPrint warns about every rule of JupyterLab's screen CSS it does not print (scrollbars, @keyframes, hover)
+    # and fontTools logs each font it subsets: hundreds of lines that say nothing about the report.
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.WARNING)
+    tmp = pdf_path.with_name(f".{pdf_path.name}.tmp")
+    try:
+        weasyprint.HTML(filename=str(html_path)).write_pdf(str(tmp), pdf_tags=True)
         tmp.replace(pdf_path)
-        return pdf_path
-    except (subprocess.SubprocessError, OSError) as e:
-        log.warning("no PDF: Chromium failed (%s); the HTML report is complete", e)
-        return None
+    except Exception as e:  # noqa: BLE001 (any renderer failure: the HTML is complete, say why in one line)
+        tmp.unlink(missing_ok=True)
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise PdfUnavailable(f"no PDF: WeasyPrint failed on {html_path.name} ({type(e).__name__}: {reason}); "
+                             f"the HTML report is complete") from e
+    return pdf_path
 
 
 def _execute(notebook: Path, executed: Path, parameters: dict) -> None:
@@ -118,9 +130,12 @@ def render_visualisations(study: tables.Study, out_dir: str | Path, notebooks_di
 
 def render(profile: str, runs_dir: str | Path = "runs", params_dir: str | Path = "params",
            notebooks_dir: str | Path = "notebooks", out_dir: str | Path = "reports",
-           jobs: int | None = None) -> dict[str, Path | None]:
-    """Execute the summary notebook and the per-model pages for a profile, `jobs` notebooks at a time, and export
-    them to out_dir as HTML (and the summary as PDF where possible)."""
+           jobs: int | None = None) -> dict[str, Path | str | None]:
+    """Execute the summary notebook and the per-model pages for a profile, `jobs` notebooks at a time, export them
+    to out_dir as HTML, then print the summary to PDF.
+
+    Returns the paths: notebook, html, pdf (None when it could not be made) and pdf_problem (why, or None).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     study = tables.collect(runs_dir, profile, params_dir)
@@ -133,5 +148,9 @@ def render(profile: str, runs_dir: str | Path = "runs", params_dir: str | Path =
         render_visualisations(study, out_dir, notebooks_dir, pool)
         summary.result()
     html_path = to_html(executed, out_dir / f"foodcnn-{profile}.html", header=f"foodcnn · profile {profile}")
-    pdf_path = to_pdf(html_path, out_dir / f"foodcnn-{profile}.pdf")
-    return {"notebook": executed, "html": html_path, "pdf": pdf_path}
+    pdf_path = out_dir / f"foodcnn-{profile}.pdf"
+    pdf_path.unlink(missing_ok=True)  # an old PDF beside a new HTML would say the render worked
+    try:
+        return {"notebook": executed, "html": html_path, "pdf": to_pdf(html_path, pdf_path), "pdf_problem": None}
+    except PdfUnavailable as e:
+        return {"notebook": executed, "html": html_path, "pdf": None, "pdf_problem": str(e)}

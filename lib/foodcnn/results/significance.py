@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import formats
 from ..stats import claims, findings, comparisons as stats
 from .tables import SCALE_NOTE, Study, scales
 
@@ -44,7 +45,6 @@ def _notes(t: pd.DataFrame) -> pd.DataFrame:
     return t if (t["note"].fillna("") != "").any() else t.drop(columns="note")
 
 
-P_FORMAT = {"p": "{:.3g}", "Holm p": "{:.3g}", "MDE (pp)": "{:.1f}"}
 
 
 def seed_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
@@ -57,7 +57,7 @@ def seed_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
         out[label] = [stats.mean_sd(100 * a, 100 * b) for a, b in zip(s[f"{m}_mean"], s[f"{m}_std"])]
     out["test loss"] = [stats.mean_sd(a, b, 3) for a, b in zip(s["test_loss_mean"], s["test_loss_std"])]
     out["scale"] = out["id"].map(scales(study))
-    return out.style.hide(axis="index").set_caption(SCALE_NOTE)
+    return formats.readable(out).set_caption(SCALE_NOTE)
 
 
 def pair_scale(scale: dict[str, str], child: str, parent: str) -> str:
@@ -82,7 +82,7 @@ def ablation_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
            "scale", "note"]]
     t = _notes(t.rename(columns={"n_seeds": "seeds", "delta_pp": "Δ test (pp)", "p_value": "p", "p_holm": "Holm p",
                                  "mde_pp": "MDE (pp)"}))
-    return (t.style.hide(axis="index").format({"Δ test (pp)": "{:+.2f}", **P_FORMAT}, na_rep="—")
+    return (formats.readable(t)
             .map(_verdict_style, subset=["verdict"]).set_caption(SCALE_NOTE))
 
 
@@ -99,7 +99,7 @@ def claims_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
            "note"]]
     t = _notes(t.rename(columns={"delta": "Δ test (pp) [95% CI]", "p_value": "p", "p_holm": "Holm p",
                                  "mde_pp": "MDE (pp)", "expected": "the report says"}))
-    return (t.style.hide(axis="index").format(P_FORMAT, na_rep="—")
+    return (formats.readable(t)
             .map(_verdict_style, subset=["verdict"]).set_caption(SCALE_NOTE)
             .set_properties(subset=["claim"], **{"text-align": "left", "max-width": "28em"}))
 
@@ -117,8 +117,7 @@ def findings_table(study: Study) -> "pd.io.formats.style.Styler | pd.DataFrame":
            "unit", "note"]]
     t = _notes(t.rename(columns={"estimate_pp": "estimate (pp)", "p_value": "p", "p_holm": "Holm p",
                                  "mde_pp": "MDE (pp)", "published_pp": "published (pp)"}))
-    return (t.style.hide(axis="index").format({"estimate (pp)": "{:+.2f}", "published (pp)": "{:+.2f}", **P_FORMAT},
-                                              na_rep="—")
+    return (formats.readable(t)
             .map(_verdict_style, subset=["verdict"])
             .set_properties(subset=["finding", "evidence"], **{"text-align": "left"}))
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .. import params as params_mod
-from . import runs
+from . import formats, runs
 from ..stats import comparisons
 
 log = logging.getLogger(__name__)
@@ -238,9 +238,8 @@ def _weights_flag(row: pd.Series) -> str:
 
 
 def styled(df: pd.DataFrame) -> "pd.io.formats.style.Styler":
-    """Return a report table formatted for reading: percent with 2 decimals, differences coloured, scale explained."""
-    fmt = {c: "{:.2f}" for c in df.columns if "%" in c or "loss" in c or "pp" in c}
-    sty = df.style.format(fmt, na_rep="—").hide(axis="index")
+    """Return a report table for reading (formats.readable), differences coloured, warnings marked, scale explained."""
+    sty = formats.readable(df)
     if "scale" in df.columns:
         sty = sty.set_caption(SCALE_NOTE)
     if "vs chance" in df.columns:
@@ -262,10 +261,10 @@ def cost_table(study: Study) -> pd.DataFrame:
     g = study.results.groupby("id", sort=False)
     return pd.DataFrame({
         "model": g["model"].first(), "freeze": g["freeze"].first(), "scale": pd.Series(scales(study)),
-        "wall time (s)": g["wall_time_s"].mean().round(1), "train images/s": g["images_per_s"].mean().round(0),
+        "wall time (s)": g["wall_time_s"].mean(), "train images/s": g["images_per_s"].mean(),
         "trainable params": g["params_trainable"].first(), "total params": g["params_total"].first(),
-        "best epoch": g["best_epoch"].mean().round(1), "cached features": g["feature_cache"].first(),
-    }).reset_index()
+        "best epoch": g["best_epoch"].mean(), "cached features": g["feature_cache"].first(),
+    }).rename_axis("id").reset_index()
 
 
 def banner(study: Study) -> str:
@@ -290,25 +289,20 @@ def banner(study: Study) -> str:
             f"margin:8px 0;font-family:sans-serif'>{body}</div>")
 
 
-def run_card(result: dict[str, Any]) -> pd.DataFrame:
-    """Return one run's result as a two-column table (for the experiment notebooks)."""
-    keys = [("status", "status"), ("best epoch", "best_epoch"), ("epochs run", "epochs_run"),
-            ("train accuracy %", "train_acc"), ("val accuracy %", "val_acc"), ("test accuracy %", "test_acc"),
-            ("test loss", "test_loss"), ("wall time (s)", "wall_time_s"), ("train images/s", "train_images_per_s"),
-            ("parameters (trainable / total)", None), ("weights", "weights_source"), ("input size (px)", "image_size"),
-            ("unreadable images skipped", "bad_image_count"), ("device", "device")]
-    rows = []
-    for label, key in keys:
-        if key is None:
-            value = f"{result['params_trainable']:,} / {result['params_total']:,}"
-        else:
-            value = result.get(key)
-            if key.endswith("_acc") and value is not None:
-                value = f"{100 * value:.2f}"
-            elif isinstance(value, float):
-                value = f"{value:.3f}" if key == "test_loss" else f"{value:.1f}"
-        rows.append({"": label, "value": value})
-    return pd.DataFrame(rows).set_index("")
+def run_card(result: dict[str, Any]) -> "pd.io.formats.style.Styler":
+    """Return one run's result as a two-column table (what, value), each value written by formats' rule."""
+    pct = {k: _pct(result.get(k)) for k in ("train_acc", "val_acc", "test_acc")}
+    rows = [("status", result.get("status")), ("best epoch", result.get("best_epoch")),
+            ("epochs run", result.get("epochs_run")), ("train accuracy %", pct["train_acc"]),
+            ("val accuracy %", pct["val_acc"]), ("test accuracy %", pct["test_acc"]),
+            ("test loss", result.get("test_loss")), ("wall time (s)", result.get("wall_time_s")),
+            ("train images/s", result.get("train_images_per_s")),
+            ("parameters (trainable / total)", f"{formats.cell('params', result.get('params_trainable'))} / "
+                                               f"{formats.cell('params', result.get('params_total'))}"),
+            ("weights", result.get("weights_source")), ("input size (px)", result.get("image_size")),
+            ("unreadable images skipped", result.get("bad_image_count")), ("device", result.get("device"))]
+    return formats.readable(pd.DataFrame({"": [label for label, _ in rows],
+                                          "value": [formats.cell(label, v) for label, v in rows]}))
 
 
 def beside_published(result: dict[str, Any], params_dir: str | Path = "params") -> pd.DataFrame:
