@@ -226,3 +226,21 @@ def test_decode_cache_with_an_unreadable_image_reads_back_the_readable_ones(tmp_
     assert [b["key"] for b in warm.bad] == [sub.train[2].key]
     assert np.array_equal(np.asarray(warm.images), np.asarray(cold.images))
     assert not list(cache.glob(".*.tmp"))
+
+
+def test_a_truncated_photo_is_unreadable_even_after_weasyprint_is_imported(tmp_path, monkeypatch):
+    # WeasyPrint (the report's PDF) sets PIL's process-wide LOAD_TRUNCATED_IMAGES on import; a notebook that renders
+    # and then trains in the same process must still name a truncated photo instead of decoding it half grey
+    import io
+
+    from PIL import Image, ImageFile
+
+    from foodcnn.data import images
+
+    jpeg = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(jpeg, "JPEG")
+    path = tmp_path / "half.jpg"
+    path.write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(images.UNREADABLE):
+        images.read_rgb(path)

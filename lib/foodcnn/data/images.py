@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 # What a truncated, empty, damaged or foreign file raises while PIL decodes it.
 UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
@@ -29,6 +29,9 @@ def _read_rgb(path: Path, draft: int | None, quiet: bool) -> tuple[Image.Image, 
     with warnings.catch_warnings() if quiet else contextlib.nullcontext():
         if quiet:
             warnings.simplefilter("ignore")
+        # PIL's process-wide switch: WeasyPrint turns it on when it is imported (the report's PDF), after which a
+        # truncated photo would decode with its missing part grey instead of being named and skipped.
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
         with Image.open(path) as im:
             full = im.size
             if draft is not None and im.format == "JPEG":
