@@ -128,11 +128,13 @@ def test_a_damaged_run_degrades_only_its_own_claims():
     preds[("worse", 1)] = moved._replace(keys=np.array([f"other/{i}" for i in range(len(moved.keys))]))
     short = preds[("noisy", 0)]  # one image could not be read: it is left out of that comparison, and said so
     preds[("noisy", 0)] = stats.Scored(short.y_true[1:], short.y_pred[1:], short.keys[1:], frozenset({short.keys[0]}))
+    del preds[("better", 2)]  # a damaged predictions.npz: the run is in the results, its predictions are not
     mine = [Claim("w", "A", "", "worse", "base", "worse"), Claim("b", "A", "", "better", "base", "better"),
             Claim("n", "A", "", "noisy", "base", "better")]
     t = claims.claims_table(results, preds, claims=mine).set_index("key")
     assert t.loc["w", "verdict"] == "not comparable" and "worse seed 0 and worse seed 1" in t.loc["w", "note"]
-    assert t.loc["b", "verdict"] == "supported"
+    assert t.loc["b", "verdict"] == "supported" and t.loc["b", "unit"] == "recipe over 2 seeds"
+    assert t.loc["b", "note"] == "no partner run, left out: base seed 2; no predictions, left out: better seed 2"
     assert t.loc["n", "verdict"] == "cannot tell" and "compared on the 999 of 1000" in t.loc["n", "note"]
 
 

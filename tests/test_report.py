@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from conftest import verdict_cells
 from foodcnn.figures import summary
 from foodcnn.results import tables, significance
@@ -88,6 +90,22 @@ def test_real_runs_get_verdicts(tmp_path):
     assert "supported" in verdict_cells(significance.claims_table(study).to_html())
     assert "Pipeline check" not in summary.ablation_figure(study).axes[0].get_title()
     assert significance.claims_overview(study).startswith("Claims: **1** supported")
+
+
+def test_an_undecided_claim_says_what_the_data_could_have_shown(tmp_path):
+    # 60 vs 58 of 100 right, on the same images: two networks that differ on 2 images cannot be told apart
+    _run_with_predictions(tmp_path / "runs", "b_baseline", None, 58, synthetic=False)
+    _run_with_predictions(tmp_path / "runs", "b_custom3", "b_baseline", 60, synthetic=False)
+    study = tables.collect(tmp_path / "runs", "demo", ROOT / "params")
+    row = significance.claims_table(study).data.set_index("child").loc["b_custom3"]
+    assert row["verdict"] == f"cannot tell (MDE {row['MDE (pp)']:.1f} pp)" and row["unit"] == "these two networks"
+    assert row["MDE (pp)"] == pytest.approx(100 * 2.801585 * (2 / 100 / 100) ** 0.5, rel=1e-5)  # psi = 2 / 100
+    assert "median MDE 4.0 pp" in significance.claims_overview(study)
+    findings = significance.findings_table(study).data
+    assert list(findings.columns[:9]) == ["finding", "evidence", "estimate (pp)", "interval", "p", "Holm p",
+                                          "MDE (pp)", "verdict", "unit"]
+    assert "How each comparison is tested" in significance.methods(study)
+    assert "about two trained networks, not about the recipes" in significance.methods(study)
 
 
 def test_tables_give_each_rows_scale_and_flag_chance_level_rows(tmp_path):

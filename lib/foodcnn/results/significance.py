@@ -137,8 +137,8 @@ def claims_overview(study: Study) -> str:
                  "computed end to end) and gets no verdict.")
     elif counts.get("cannot tell", 0):
         mde = t.loc[t["verdict"] == "cannot tell", "mde_pp"]
-        line += (f" The claims we cannot tell could hide true differences up to about {mde.median():.1f} pp "
-                 f"(median MDE; {mde.min():.1f}–{mde.max():.1f} pp).")
+        line += (" Where we cannot tell, a true difference smaller than the MDE could easily have been missed: "
+                 f"median MDE {mde.median():.1f} pp ({mde.min():.1f}–{mde.max():.1f} pp).")
     return line
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from .inference import Interval, equivalence_p
-from .comparisons import (ALPHA, NO_VERDICT, REAL, Comparison, Predictions, compare, design_gap, has_predictions, holm_by,
-                    runs_data_kind)
+from .comparisons import (ALPHA, NO_VERDICT, REAL, Comparison, Predictions, compare, design_gap, has_predictions,
+                          holm_by, joined, runs_data_kind, without_predictions)
 
 # Differences smaller than the smallest change report B counts as an improvement (custom1,
 # +2.06 pp) are "little difference"; B calls SiLU's -0.78 pp "negligible".
@@ -179,11 +179,12 @@ def claims_table(results: pd.DataFrame, predictions: Predictions, claims: list[C
                 d, lo, hi = 100 * iv.estimate, 100 * iv.low, 100 * iv.high
                 row |= {"test": test, "delta_pp": d, "ci_low_pp": lo, "ci_high_pp": hi, "ci_level": level / 100,
                         "delta": f"{d:+.2f} pp [{lo:+.2f}, {hi:+.2f}]" + (f" {level} %" if level != 95 else ""),
-                        "p_value": p, "mde_pp": 100 * mde, "unit": c.test.unit, "note": c.note, "outcome": outcome,
+                        "p_value": p, "mde_pp": 100 * mde, "unit": c.test.unit, "outcome": outcome,
+                        "note": joined(c.note, without_predictions(results, sides, predictions)),
                         "verdict": ""}
                 if gap:  # the difference mixes the claimed change with a difference of scale: shown, not judged
                     row |= {"p_value": np.nan, "verdict": UNLIKE,
-                            "note": "; ".join(filter(None, ["designs differ: " + ", ".join(gap), c.note]))}
+                            "note": joined("designs differ: " + ", ".join(gap), row["note"])}
         rows.append(row)
     t = pd.DataFrame(rows)
     t["p_holm"] = holm_by(t["p_value"], t["report"] + "|" + (t["data"] == REAL).astype(str))

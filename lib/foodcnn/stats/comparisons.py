@@ -194,6 +194,17 @@ def holm_by(p_values: pd.Series, families: pd.Series) -> pd.Series:
     return out
 
 
+def without_predictions(results: pd.DataFrame, ids: tuple[str, ...], predictions: Predictions) -> str:
+    """Return a note naming the finished runs of these ids whose predictions are missing or damaged ("" when none)."""
+    lost = [f"{i} seed {s}" for i, s in zip(results["id"], results["seed"]) if i in ids and (i, s) not in predictions]
+    return f"no predictions, left out: {', '.join(lost)}" if lost else ""
+
+
+def joined(*notes: str) -> str:
+    """Return the non-empty notes joined by "; "."""
+    return "; ".join(n for n in notes if n)
+
+
 def ablation_table(results: pd.DataFrame, predictions: Predictions, alpha: float = ALPHA) -> pd.DataFrame:
     """Return child vs parent for every id whose parent was run: delta, 95 % CI (pp), raw and Holm p, MDE, verdict.
 
@@ -223,7 +234,8 @@ def ablation_table(results: pd.DataFrame, predictions: Predictions, alpha: float
                 iv = c.interval
                 base |= {"delta_pp": 100 * c.delta, "ci_low_pp": 100 * iv.low, "ci_high_pp": 100 * iv.high,
                          "p_value": c.p_value, "mde_pp": 100 * c.test.mde(alpha), "unit": c.test.unit,
-                         "note": c.note, "verdict": ""}
+                         "note": joined(c.note, without_predictions(results, (exp_id, parent), predictions)),
+                         "verdict": ""}
         rows.append(base)
     columns = ["id", "parent", "n_seeds", "parent_n_seeds", "data", "delta_pp", "ci_low_pp", "ci_high_pp",
                "p_value", "p_holm", "mde_pp", "unit", "note", "verdict"]
