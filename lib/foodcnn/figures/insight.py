@@ -6,6 +6,7 @@ the report has a `describe_` twin (its alt text, from the same data; registry.py
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -345,10 +346,13 @@ def describe_per_class(run: runs.Run) -> str:
 
 
 def _mistakes(run: runs.Run, idx: Sequence[int], names: list[str], most: int = 3) -> str:
+    """Return the commonest wrong predictions among test images `idx`: "a taken for b (2 times); …; 5 more"."""
     pred = run.predictions
-    wrong = [f"{names[int(pred['y_true'][i])]} taken for {names[int(pred['y_pred'][i])]}"
-             for i in idx if pred["y_true"][i] != pred["y_pred"][i]]
-    return "; ".join(wrong[:most]) + ("; …" if len(wrong) > most else "")
+    pairs = Counter(f"{names[int(pred['y_true'][i])]} taken for {names[int(pred['y_pred'][i])]}"
+                    for i in idx if pred["y_true"][i] != pred["y_pred"][i])
+    top = pairs.most_common(most)
+    rest = sum(pairs.values()) - sum(n for _, n in top)
+    return "; ".join(f"{pair} ({n} times)" if n > 1 else pair for pair, n in top) + (f"; {rest} more" if rest else "")
 
 
 def describe_hardest(run: runs.Run, k: int = 16) -> str:

@@ -54,6 +54,10 @@ def to_html(notebook: Path, html_path: Path, header: str = "") -> Path:
 
 def _weasyprint():
     """Return the weasyprint module, or raise PdfUnavailable saying what to install."""
+    # WeasyPrint logs its steps (from its import on) and warns about every rule of JupyterLab's screen CSS it does not
+    # print (scrollbars, @keyframes, hover); fontTools logs each font it subsets: lines that say nothing of the report.
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.WARNING)
     try:
         import weasyprint
     except ImportError:
@@ -71,10 +75,6 @@ def to_pdf(html_path: Path, pdf_path: Path) -> Path:
     saying why and what to install, when it cannot be made; the HTML is left as it is.
     """
     weasyprint = _weasyprint()
-    # WeasyPrint warns about every rule of JupyterLab's screen CSS it does not print (scrollbars, @keyframes, hover)
-    # and fontTools logs each font it subsets: hundreds of lines that say nothing about the report.
-    logging.getLogger("weasyprint").setLevel(logging.ERROR)
-    logging.getLogger("fontTools").setLevel(logging.WARNING)
     tmp = pdf_path.with_name(f".{pdf_path.name}.tmp")
     try:
         weasyprint.HTML(filename=str(html_path)).write_pdf(str(tmp), pdf_tags=True)
