@@ -102,8 +102,8 @@ def test_an_undecided_claim_says_what_the_data_could_have_shown(tmp_path):
     assert row["MDE (pp)"] == pytest.approx(100 * 2.801585 * (2 / 100 / 100) ** 0.5, rel=1e-5)  # psi = 2 / 100
     assert "median MDE 4.0 pp" in significance.claims_overview(study)
     findings = significance.findings_table(study).data
-    assert list(findings.columns[:9]) == ["finding", "evidence", "estimate (pp)", "interval", "p", "Holm p",
-                                          "MDE (pp)", "verdict", "unit"]
+    assert list(findings.columns[:10]) == ["finding", "evidence", "estimate (pp)", "interval", "p", "Holm p",
+                                           "MDE (pp)", "published (pp)", "verdict", "unit"]
     assert "How each comparison is tested" in significance.methods(study)
     assert "about two trained networks, not about the recipes" in significance.methods(study)
 
