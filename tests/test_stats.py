@@ -137,7 +137,7 @@ def test_runs_without_shared_seeds_pair_in_seed_order_and_say_what_was_left_out(
     c = stats.compare("child", "parent", _predictions(runs, y))
     assert (c.n_seeds_child, c.n_seeds_parent, c.test.k) == (3, 2, 2)
     assert c.delta == pytest.approx((10 + 11 - 4) / 1000)
-    assert c.note == "no partner run, left out: child seed 3"
+    assert c.note == "runs without a partner left out: child seed 3"
 
 
 def test_compare_rejects_runs_on_different_images():
