@@ -133,8 +133,15 @@ def paired(child: np.ndarray, parent: np.ndarray) -> Paired:
     estimate, psi = float(d.mean()), float(np.abs(d).mean())
     if k == 1:
         test = mcnemar(parent[0], child[0])  # b: images the parent gets right and the child wrong
-        se = float(np.sqrt(d[0].var(ddof=1) / n))
-        return Paired(estimate, se, math.inf, test.p_value, 1, n, psi, math.sqrt(psi / n), test)
+        # The paired Wald standard error with half an image added to each cell (Agresti & Min 2005), so that two
+        # networks agreeing on every image do not get a zero-width interval; the power figure counts at least one
+        # discordant image for the same reason.
+        m, b, c = n + 2, test.b + 0.5, test.c + 0.5
+        se = math.sqrt(((b + c) / m - ((c - b) / m) ** 2) / m)
+        return Paired(estimate, se, math.inf, test.p_value, 1, n, psi, math.sqrt(max(test.b + test.c, 1)) / n, test)
+    if psi == 0:  # every run of both sides agrees on every image: half a disagreement each way, as above
+        se = 1.0 / (n * k + 2)
+        return Paired(estimate, se, float(k - 1), 1.0, k, n, psi, se)
     variance, df = _seed_and_image_variance(d)
     se = math.sqrt(variance)
     if se == 0:
