@@ -155,7 +155,7 @@ def _seed_and_image_variance(d: np.ndarray) -> tuple[float, float]:
     """Return the variance of the mean of a seeds x images table of differences and its degrees of freedom.
 
     Two crossed random factors: E[MS_images] = k s2_image + s2_e, E[MS_seeds] = n s2_seed + s2_e, E[MS_resid] = s2_e,
-    so Var(mean) = s2_image / n + s2_seed / k + s2_e / (nk) = (MS_images + MS_seeds - MS_resid) / (nk). Each
+    so Var(mean) = s2_image / n + s2_seed / k + s2_e / (nk) = (MS_images + MS_seeds - MS_resid) / (nk). The
     image component is kept non-negative (dropped where MS_images <= MS_resid). Without it this is
     MS_seeds / (nk) = sd(per-seed differences)^2 / k on k - 1 df: the paired t-test over seeds; with one, the df
     are Satterthwaite's (1946).
@@ -169,6 +169,8 @@ def _seed_and_image_variance(d: np.ndarray) -> tuple[float, float]:
     df_resid = (n - 1) * (k - 1)
     ms_resid = float((resid**2).sum()) / df_resid
     c = 1.0 / (n * k)
+    if ms_seed == 0:  # seeds that tie exactly (differences come in steps of 1/n) are not a zero run-to-run variance
+        ms_seed = ms_resid
     if ms_image <= ms_resid:  # no image component: the paired t-test over the seeds' differences
         return c * ms_seed, float(k - 1)
     variance = c * (ms_image + ms_seed - ms_resid)
