@@ -134,7 +134,7 @@ def test_a_damaged_run_degrades_only_its_own_claims():
     t = claims.claims_table(results, preds, claims=mine).set_index("key")
     assert t.loc["w", "verdict"] == "not comparable" and "worse seed 0 and worse seed 1" in t.loc["w", "note"]
     assert t.loc["b", "verdict"] == "supported" and t.loc["b", "unit"] == "recipe over 2 seeds"
-    assert t.loc["b", "note"] == "no partner run, left out: base seed 2; no predictions, left out: better seed 2"
+    assert t.loc["b", "note"] == "runs without a partner left out: base seed 2; runs without predictions left out: better seed 2"
     assert t.loc["n", "verdict"] == "cannot tell" and "compared on the 999 of 1000" in t.loc["n", "note"]
 
 

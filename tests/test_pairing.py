@@ -65,7 +65,9 @@ def test_runs_pair_by_seed_and_say_which_were_left_out():
     preds = {("c", s): _run(np.ones(40, bool)) for s in (0, 1, 2)} | {("p", s): _run(np.zeros(40, bool)) for s in (1, 2, 5)}
     a = pairing.align("c", "p", preds)
     assert (a.child_seeds, a.parent_seeds, a.n_seeds_child, a.n_seeds_parent) == ([1, 2], [1, 2], 3, 3)
-    assert a.note == "no partner run, left out: c seed 0, p seed 5"
+    assert a.note == "runs without a partner left out: c seed 0, p seed 5"
+    one = pairing.align("c", "p", {("c", 1): preds[("c", 1)], **{k: v for k, v in preds.items() if k[0] == "p"}})
+    assert one.child.shape[0] == 1 and one.note == "runs without a partner left out: p seeds 2, 5"
     assert not pairing.has_predictions("x", preds) and pairing.has_predictions("p", preds)
     with pytest.raises(KeyError, match="no saved predictions for 'x'"):
         pairing.align("c", "x", preds)

@@ -91,7 +91,9 @@ def test_identical_models_show_no_difference():
         runs[("child", seed)] = runs[("parent", seed)] = correct
     c = stats.compare("child", "parent", _predictions(runs, y))
     assert c.p_value == 1.0 and c.delta == 0.0
-    assert (c.interval.low, c.interval.high) == (0.0, 0.0)
+    # never a disagreement in 3,000 (image, seed) cells: a narrow interval, not a zero-width one
+    # (1 / (3000 + 2) on 2 df: t(0.975; 2) = 4.3027)
+    assert c.interval.high == pytest.approx(-c.interval.low) == pytest.approx(4.302653 / 3002, rel=1e-5)
     assert c.verdict == "no detectable difference" and c.test.unit == "recipe over 3 seeds"
 
 
@@ -104,8 +106,10 @@ def test_one_run_a_side_is_mcnemar_about_these_two_networks():
     assert c.p_value == c.test.mcnemar.p_value < 1e-6
     assert c.delta == pytest.approx(0.3) and c.interval.low > 0
     assert c.verdict == "better" and c.test.unit == "these two networks" and c.test.test == "McNemar exact"
-    # Wald interval of a paired difference: sqrt((psi - delta^2) / (n - 1)) with psi = delta = 0.3
-    assert c.interval.high - c.delta == pytest.approx(1.959964 * math.sqrt((0.3 - 0.09) / 999), rel=1e-5)
+    # Wald interval of a paired difference, half an image added to each cell (Agresti & Min 2005):
+    # b = 0.5, c = 300.5 of n + 2 = 1002: sqrt((301 / 1002 - (300 / 1002)^2) / 1002)
+    assert c.interval.high - c.delta == pytest.approx(1.959964 * math.sqrt((301 / 1002 - (300 / 1002) ** 2) / 1002),
+                                                      rel=1e-5)
     reverse = stats.compare("parent", "child", preds)
     assert reverse.verdict == "worse" and reverse.interval.high < 0
 
@@ -137,7 +141,7 @@ def test_runs_without_shared_seeds_pair_in_seed_order_and_say_what_was_left_out(
     c = stats.compare("child", "parent", _predictions(runs, y))
     assert (c.n_seeds_child, c.n_seeds_parent, c.test.k) == (3, 2, 2)
     assert c.delta == pytest.approx((10 + 11 - 4) / 1000)
-    assert c.note == "no partner run, left out: child seed 3"
+    assert c.note == "runs without a partner left out: child seed 3"
 
 
 def test_compare_rejects_runs_on_different_images():

@@ -147,12 +147,17 @@ def methods(study: Study) -> str:
     r = study.results
     seeds = sorted(set(r["seed"])) if len(r) else []
     n = int(r["n_test"].median()) if len(r) and r["n_test"].notna().any() else None
-    k = int(r.groupby("id")["seed"].nunique().median()) if len(r) else 0
-    scale = (f"In this study each row ran with seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} and "
-             f"was tested on {n:,} images. " if seeds and n else "")
-    unit = ("With one run a row, **every verdict below is about two trained networks, not about the recipes** "
-            "that made them: another seed could come out differently. " if k == 1 else
-            f"With {k} seeds a row, the verdicts are about the recipes. " if k > 1 else "")
+    runs_a_row = set(r.groupby("id")["seed"].nunique()) if len(r) else set()
+    scale = (f"In this study the rows ran with seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} and "
+             f"were tested on {n:,} images. " if seeds and n else "")
+    if runs_a_row == {1}:
+        unit = ("With one run a row, **every verdict below is about two trained networks, not about the recipes** "
+                "that made them: another seed could come out differently.")
+    elif runs_a_row and 1 not in runs_a_row:
+        unit = "Every row ran several seeds, so the verdicts below are about the recipes."
+    else:
+        unit = ("Some rows ran one seed, some several: a comparison with one run on a side is **about two trained "
+                "networks, not about the recipes**; the *unit* column says which each verdict is about.")
     z = 1.959964 + 0.841621
     example = f" On {n:,} images with ψ = 0.25 that is {100 * z * np.sqrt(0.25 / n):.1f} pp." if n else ""
     margin = claims.EQUIVALENCE_MARGIN_PP
@@ -196,7 +201,7 @@ too; one that needs all of them ("beats every from-scratch CNN") needs each to b
 **Power: what the data could have shown.** *MDE* is the minimum detectable effect: the smallest true difference
 that this comparison would find 4 times in 5 (80 % power) at the 5 % level, before the correction (which raises it).
 For two networks it is (1.96 + 0.84) × √(ψ / n), ψ the share of the n test images where exactly one of them is
-right;{example} For the recipe it is (two t quantiles) × the standard error over seeds. For a "no difference" claim
+right.{example} For the recipe it is (two t quantiles) × the standard error over seeds. For a "no difference" claim
 it is the narrowest margin the design could establish, and for "at least as good" the same one-sided. A *cannot
 tell* with an MDE of 3 pp says that a true difference of 2 pp could easily have been missed.
 

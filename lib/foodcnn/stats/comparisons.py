@@ -197,7 +197,7 @@ def holm_by(p_values: pd.Series, families: pd.Series) -> pd.Series:
 def without_predictions(results: pd.DataFrame, ids: tuple[str, ...], predictions: Predictions) -> str:
     """Return a note naming the finished runs of these ids whose predictions are missing or damaged ("" when none)."""
     lost = [f"{i} seed {s}" for i, s in zip(results["id"], results["seed"]) if i in ids and (i, s) not in predictions]
-    return f"no predictions, left out: {', '.join(lost)}" if lost else ""
+    return f"runs without predictions left out: {', '.join(lost)}" if lost else ""
 
 
 def joined(*notes: str) -> str:

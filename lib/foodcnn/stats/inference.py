@@ -133,8 +133,15 @@ def paired(child: np.ndarray, parent: np.ndarray) -> Paired:
     estimate, psi = float(d.mean()), float(np.abs(d).mean())
     if k == 1:
         test = mcnemar(parent[0], child[0])  # b: images the parent gets right and the child wrong
-        se = float(np.sqrt(d[0].var(ddof=1) / n))
-        return Paired(estimate, se, math.inf, test.p_value, 1, n, psi, math.sqrt(psi / n), test)
+        # The paired Wald standard error with half an image added to each cell (Agresti & Min 2005), so that two
+        # networks agreeing on every image do not get a zero-width interval; the power figure counts at least one
+        # discordant image for the same reason.
+        m, b, c = n + 2, test.b + 0.5, test.c + 0.5
+        se = math.sqrt(((b + c) / m - ((c - b) / m) ** 2) / m)
+        return Paired(estimate, se, math.inf, test.p_value, 1, n, psi, math.sqrt(max(test.b + test.c, 1)) / n, test)
+    if psi == 0:  # every run of both sides agrees on every image: half a disagreement each way, as above
+        se = 1.0 / (n * k + 2)
+        return Paired(estimate, se, float(k - 1), 1.0, k, n, psi, se)
     variance, df = _seed_and_image_variance(d)
     se = math.sqrt(variance)
     if se == 0:
@@ -148,7 +155,7 @@ def _seed_and_image_variance(d: np.ndarray) -> tuple[float, float]:
     """Return the variance of the mean of a seeds x images table of differences and its degrees of freedom.
 
     Two crossed random factors: E[MS_images] = k s2_image + s2_e, E[MS_seeds] = n s2_seed + s2_e, E[MS_resid] = s2_e,
-    so Var(mean) = s2_image / n + s2_seed / k + s2_e / (nk) = (MS_images + MS_seeds - MS_resid) / (nk). Each
+    so Var(mean) = s2_image / n + s2_seed / k + s2_e / (nk) = (MS_images + MS_seeds - MS_resid) / (nk). The
     image component is kept non-negative (dropped where MS_images <= MS_resid). Without it this is
     MS_seeds / (nk) = sd(per-seed differences)^2 / k on k - 1 df: the paired t-test over seeds; with one, the df
     are Satterthwaite's (1946).
@@ -162,6 +169,8 @@ def _seed_and_image_variance(d: np.ndarray) -> tuple[float, float]:
     df_resid = (n - 1) * (k - 1)
     ms_resid = float((resid**2).sum()) / df_resid
     c = 1.0 / (n * k)
+    if ms_seed == 0:  # seeds that tie exactly (differences come in steps of 1/n) are not a zero run-to-run variance
+        ms_seed = ms_resid
     if ms_image <= ms_resid:  # no image component: the paired t-test over the seeds' differences
         return c * ms_seed, float(k - 1)
     variance = c * (ms_image + ms_seed - ms_resid)

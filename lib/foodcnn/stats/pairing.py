@@ -56,6 +56,11 @@ def _name(run: tuple[str, int]) -> str:
     return f"{run[0]} seed {run[1]}"
 
 
+def _seeds(exp_id: str, seeds: list[int]) -> str:
+    """Return "a_baseline seed 1" or "a_baseline seeds 1, 2"."""
+    return f"{exp_id} seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
 def align(child_id: str, parent_id: str, predictions: Predictions) -> Aligned:
     """Return child and parent correctness on the same test images, paired by seed.
 
@@ -106,11 +111,11 @@ def align(child_id: str, parent_id: str, predictions: Predictions) -> Aligned:
     c_seeds, p_seeds = list(sides[child_id]), list(sides[parent_id])
     shared = [s for s in c_seeds if s in sides[parent_id]]
     pairs = [(s, s) for s in shared] if shared else list(zip(c_seeds, p_seeds))
-    unpaired = [f"{i} seed {s}" for i, seeds, used in ((child_id, c_seeds, {a for a, _ in pairs}),
-                                                        (parent_id, p_seeds, {b for _, b in pairs}))
-                for s in seeds if s not in used]
+    unpaired = [_seeds(i, [s for s in seeds if s not in used])
+                for i, seeds, used in ((child_id, c_seeds, {a for a, _ in pairs}), (parent_id, p_seeds, {b for _, b in pairs}))
+                if set(seeds) - used]
     if unpaired:
-        notes.append(f"no partner run, left out: {', '.join(unpaired)}")
+        notes.append(f"runs without a partner left out: {', '.join(unpaired)}")
     return Aligned(np.stack([correct[(child_id, a)] for a, _ in pairs]),
                    np.stack([correct[(parent_id, b)] for _, b in pairs]),
                    [a for a, _ in pairs], [b for _, b in pairs], len(c_seeds), len(p_seeds), "; ".join(notes))
