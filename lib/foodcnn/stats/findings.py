@@ -51,6 +51,7 @@ class Decision:
     unit: str
     ids: list[str]
     notes: list[str] = field(default_factory=list)
+    pair: tuple[str, str] | None = None  # the deciding comparison (child, parent), where one comparison decides
 
 
 def _evidence(c: Comparison, iv: Interval) -> str:
@@ -104,7 +105,8 @@ def _not_comparable(ids: list[str], notes: list[str]) -> Decision | None:
 def _from_comparison(c: Comparison, outcome: str, p_within: float, evidence: str, ids: list[str], notes: list[str],
                      alpha: float, level: float = 0.95, kind: str = "difference") -> Decision:
     return Decision(p_within, outcome, c.p_value, evidence, c.test.interval(level), level,
-                    c.test.mde(alpha, kind=kind), c.test.unit, ids, notes + ([c.note] if c.note else []))
+                    c.test.mde(alpha, kind=kind), c.test.unit, ids, notes + ([c.note] if c.note else []),
+                    (c.child, c.parent))
 
 
 def _pretrained(scratch: list[str], predictions: Predictions, alpha: float) -> Decision | None:
@@ -241,12 +243,11 @@ def findings_table(results: pd.DataFrame, predictions: Predictions, alpha: float
     t.loc[judged, "verdict"] = [(v if p < alpha else "cannot tell") if k == REAL else NO_VERDICT.get(k, v)
                                 for v, p, k in zip(t.loc[judged, "verdict"], t.loc[judged, "p_holm"],
                                                    t.loc[judged, "data"])]
+    # the reports' own effect for the directional finding decided by one comparison of two catalogue rows
+    custom = decided["custom_beats_baseline"]
     t["published_pp"] = np.nan
-    if published is not None and decided["custom_beats_baseline"] is not None:
-        ev = str(t.loc[t["key"] == "custom_beats_baseline", "evidence"].iloc[0])
-        pair = next(((c, p) for c, p in CUSTOM_VS_BASELINE if f"{c} " in ev and f"vs {p} " in ev), None)
-        if pair is not None:
-            t.loc[t["key"] == "custom_beats_baseline", "published_pp"] = published_effect(published, *pair)
+    if published is not None and custom is not None and custom.pair is not None:
+        t.loc[t["key"] == "custom_beats_baseline", "published_pp"] = published_effect(published, *custom.pair)
     smaller = (t["verdict"] == "cannot tell") & (t["ci_high_pp"] < t["published_pp"]) & (t["mde_pp"] < t["published_pp"])
     t.loc[smaller, "verdict"] = SMALLER
     return t
